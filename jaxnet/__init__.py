@@ -1,0 +1,25 @@
+"""jaxnet: hand-written loss gradients of a small ReLU classifier, in pure JAX.
+
+>>> import jax, jax.numpy as jnp, jaxnet
+>>> params = jaxnet.init(jax.random.key(0), jaxnet.SEED_SIZES)
+>>> x, y = jnp.zeros((5, 2)), jnp.array([0, 1, 2, 1, 0])
+>>> loss, grads = jaxnet.value_and_grad(params, x, y)
+>>> grads[0].w.shape
+(2, 3)
+"""
+
+from jaxnet._api import forward, grad, loss, per_example_grads, per_example_loss, value_and_grad
+from jaxnet._params import SEED_SIZES, Dense, init
+
+__all__ = [
+    "SEED_SIZES",
+    "Dense",
+    "forward",
+    "grad",
+    "init",
+    "loss",
+    "per_example_grads",
+    "per_example_loss",
+    "value_and_grad",
+]
+__version__ = "0.1.0"
