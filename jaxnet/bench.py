@@ -1,0 +1,336 @@
+"""Throughput harness for the batched gradient kernels (``jaxnet bench``).
+
+Every row of one run sees the same data. For each batch size the methods are
+interleaved, repeat by repeat, so that machine noise hits them alike, and the
+median time is reported. Compilation is done ahead of time (``lower`` then
+``compile``), timed separately and never counted; every timed call ends in
+``block_until_ready``.
+
+Rows, for the mean gradient:
+  - ``jaxnet``: ``jax.jit(jaxnet.grad)``, batch-major ``x`` as users pass it;
+  - ``jax.grad``: ``jax.jit(jax.grad)`` of a plain reference loss (the baseline);
+  - ``numpy``: the delta recursion written by hand in NumPy;
+  - ``torch``: torch autograd, only if torch is already importable;
+  - ``read roofline``: a jitted kernel that only reads x and y.
+and for per-example gradients:
+  - ``jaxnet``: ``jax.jit(jaxnet.per_example_grads)``;
+  - ``jax.vmap(jax.grad)``: the baseline;
+  - ``torch.func``: ``vmap(grad)``, only if torch is importable;
+  - ``write roofline``: a jitted kernel that only writes the per-example
+    output bytes (every gradient leaf with a leading batch axis).
+"""
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxnet import _api, _params
+
+MEAN_BATCHES = (2**10, 2**14, 2**17, 2**20, 2**23)
+PER_EXAMPLE_BATCHES = (2**10, 2**14, 2**17, 2**20)
+
+
+class Row(NamedTuple):
+    task: str  # "mean" or "per_example"
+    method: str
+    batch: int
+    seconds: float  # median of the timed calls
+    examples_per_s: float
+    compile_s: float | None
+    flops: float | None  # XLA cost_analysis, when XLA reports it
+    bytes_accessed: float | None
+    temp_bytes: int | None  # XLA memory_analysis
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def _reference_loss(params, x, y):
+    h = x
+    for layer in params[:-1]:
+        h = jax.nn.relu(h @ layer.w + layer.b[None, :])
+    logits = h @ params[-1].w + params[-1].b[None, :]
+    return optax.losses.softmax_cross_entropy_with_integer_labels(logits, y)
+
+
+def _autodiff_mean(params, x, y):
+    return jax.grad(lambda p: jnp.mean(_reference_loss(p, x, y)))(params)
+
+
+def _autodiff_per_example(params, x, y):
+    one = lambda p, xi, yi: _reference_loss(p, xi[None], yi[None])[0]
+    return jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _read_roofline(params, x, y):
+    # Reads every input byte once; a contiguous 1-D sum is the fastest read XLA:CPU emits.
+    return jnp.sum(x.reshape(-1)) + jnp.sum(y).astype(x.dtype)
+
+
+def _write_roofline(params, x, y):
+    # Writes per-example outputs shaped like per_example_grads, from one input column.
+    col = x[:, 0]
+    shaped = lambda shape: jnp.broadcast_to(col.reshape((-1,) + (1,) * len(shape)), (x.shape[0],) + shape)
+    return tuple(_params.Dense(shaped(l.w.shape), shaped(l.b.shape)) for l in params)
+
+
+def _numpy_mean(params, x, y):
+    """The delta recursion by hand in NumPy, float32."""
+    hs, pres, h = [x], [], x
+    for w, b in params[:-1]:
+        a = h @ w + b
+        h = np.maximum(a, 0)
+        pres.append(a)
+        hs.append(h)
+    z = h @ params[-1][0] + params[-1][1]
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    delta = z / z.sum(axis=1, keepdims=True)
+    delta[np.arange(len(y)), y] -= 1
+    delta /= len(y)
+    grads = []
+    for l in reversed(range(len(params))):
+        w = params[l][0]
+        grads.append((hs[l].T @ delta, delta.sum(0)))
+        if l:
+            delta = (delta @ w.T) * (pres[l - 1] > 0)
+    return grads[::-1]
+
+
+def _torch():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return None
+    return torch
+
+
+def _torch_methods(torch, params, x, y):
+    tp = [(torch.tensor(np.asarray(w), requires_grad=True), torch.tensor(np.asarray(b), requires_grad=True)) for w, b in params]
+    tx, ty = torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y)).long()
+
+    def loss(p, xb, yb):
+        h = xb
+        for w, b in p[:-1]:
+            h = torch.relu(h @ w + b)
+        return torch.nn.functional.cross_entropy(h @ p[-1][0] + p[-1][1], yb)
+
+    def mean():
+        return torch.autograd.grad(loss(tp, tx, ty), [t for layer in tp for t in layer])
+
+    flat = {f"{l}.{n}": t.detach() for l, layer in enumerate(tp) for n, t in zip("wb", layer)}
+
+    def one(p, xi, yi):
+        layers = [(p[f"{l}.w"], p[f"{l}.b"]) for l in range(len(tp))]
+        return loss(layers, xi[None], yi[None])
+
+    per_example = torch.func.vmap(torch.func.grad(one), in_dims=(None, 0, 0))
+    return mean, lambda: per_example(flat, tx, ty)
+
+
+# ---------------------------------------------------------------- timing
+
+
+def _xla_costs(compiled):
+    flops = bytes_accessed = temp = None
+    try:
+        cost = compiled.cost_analysis()
+        if isinstance(cost, (list, tuple)):
+            cost = cost[0] if cost else None
+        if cost:
+            flops, bytes_accessed = cost.get("flops"), cost.get("bytes accessed")
+    except Exception:  # cost analysis is optional in XLA; a missing one is not an error
+        pass
+    try:
+        temp = compiled.memory_analysis().temp_size_in_bytes
+    except Exception:
+        pass
+    return flops, bytes_accessed, temp
+
+
+class _Method(NamedTuple):
+    name: str
+    call: object  # () -> result, blocks until ready
+    compile_s: float | None
+    costs: tuple
+
+
+def _jax_method(name, fn, args):
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    call = lambda: jax.block_until_ready(compiled(*args))
+    return _Method(name, call, compile_s, _xla_costs(compiled))
+
+
+def _time_interleaved(methods, repeats):
+    for m in methods:  # warm-up: first call after compilation pays allocation and caching costs
+        m.call()
+    times = {m.name: [] for m in methods}
+    for _ in range(repeats):
+        for m in methods:
+            start = time.perf_counter()
+            m.call()
+            times[m.name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def _repeats_for(batch, base):
+    return base if batch <= 2**20 else max(3, base // 2)
+
+
+def run(
+    key,
+    mean_batches=MEAN_BATCHES,
+    per_example_batches=PER_EXAMPLE_BATCHES,
+    sizes=_params.SEED_SIZES,
+    repeats=7,
+    numpy_baseline=True,
+    torch_baseline=True,
+    progress=None,
+):
+    """Run the grid; return a list of :class:`Row`. ``progress(str)`` is called per step."""
+    torch = _torch() if torch_baseline else None
+    k_params, k_data = jax.random.split(key)
+    params = _params.init(k_params, sizes, jnp.float32)
+    rows = []
+    tasks = [("mean", b) for b in mean_batches] + [("per_example", b) for b in per_example_batches]
+    for task, batch in tasks:
+        if progress:
+            progress(f"{task} B=2^{batch.bit_length() - 1}")
+        kx, ky = jax.random.split(jax.random.fold_in(k_data, batch))
+        x = jax.random.normal(kx, (batch, sizes[0]), jnp.float32)
+        y = jax.random.randint(ky, (batch,), 0, sizes[-1], jnp.int32)
+        args = (params, x, y)
+        if task == "mean":
+            methods = [
+                _jax_method("jaxnet", _api.grad, args),
+                _jax_method("jax.grad", _autodiff_mean, args),
+                _jax_method("read roofline", _read_roofline, args),
+            ]
+            if numpy_baseline:
+                np_args = ([(np.asarray(l.w), np.asarray(l.b)) for l in params], np.asarray(x), np.asarray(y))
+                methods.append(_Method("numpy", lambda a=np_args: _numpy_mean(*a), None, (None,) * 3))
+        else:
+            methods = [
+                _jax_method("jaxnet", _api.per_example_grads, args),
+                _jax_method("jax.vmap(jax.grad)", _autodiff_per_example, args),
+                _jax_method("write roofline", _write_roofline, args),
+            ]
+        if torch is not None:
+            mean_fn, per_example_fn = _torch_methods(torch, params, x, y)
+            methods.append(_Method("torch" if task == "mean" else "torch.func", mean_fn if task == "mean" else per_example_fn, None, (None,) * 3))
+        medians = _time_interleaved(methods, _repeats_for(batch, repeats))
+        for m in methods:
+            t = medians[m.name]
+            rows.append(Row(task, m.name, batch, t, batch / t, m.compile_s, *m.costs))
+    return rows
+
+
+# ---------------------------------------------------------------- reporting
+
+BASELINE = {"mean": "jax.grad", "per_example": "jax.vmap(jax.grad)"}
+ROOFLINE = {"mean": "read roofline", "per_example": "write roofline"}
+
+
+def environment():
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "device_count": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+
+
+def _lookup(rows):
+    return {(r.task, r.method, r.batch): r for r in rows}
+
+
+def table(rows):
+    """Markdown table: examples/s, ratio to the autodiff baseline, fraction of the roofline."""
+    by = _lookup(rows)
+    lines = [
+        "| task | method | B | M examples/s | × autodiff | of roofline | compile s | XLA flops | XLA bytes | temp MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    fmt = lambda v, f: "–" if v is None else format(v, f)
+    for r in rows:
+        base = by.get((r.task, BASELINE[r.task], r.batch))
+        roof = by.get((r.task, ROOFLINE[r.task], r.batch))
+        ratio = r.examples_per_s / base.examples_per_s if base else None
+        frac = r.examples_per_s / roof.examples_per_s if roof else None
+        temp = r.temp_bytes / 2**20 if r.temp_bytes is not None else None
+        lines.append(
+            f"| {r.task} | {r.method} | 2^{r.batch.bit_length() - 1} | {r.examples_per_s / 1e6:.1f} | "
+            f"{fmt(ratio, '.2f')} | {fmt(frac, '.0%')} | {fmt(r.compile_s, '.2f')} | {fmt(r.flops, '.3g')} | "
+            f"{fmt(r.bytes_accessed, '.3g')} | {fmt(temp, '.1f')} |"
+        )
+    return "\n".join(lines)
+
+
+def eager_overhead(key, batch=2**10, repeats=50):
+    """Seconds per call of un-jitted ``jaxnet.grad`` and of ``jax.jit(jaxnet.grad)`` at a small batch."""
+    params = _params.init(key, _params.SEED_SIZES)
+    x = jnp.ones((batch, 2), jnp.float32)
+    y = jnp.zeros((batch,), jnp.int32)
+    jitted = jax.jit(_api.grad)
+    out = {}
+    for name, fn in (("eager", _api.grad), ("jit", jitted)):
+        jax.block_until_ready(fn(params, x, y))
+        ts = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(params, x, y))
+            ts.append(time.perf_counter() - start)
+        out[name] = statistics.median(ts)
+    return out
+
+
+def write_json(path, rows, extra=None):
+    payload = {"environment": environment(), "rows": [r._asdict() for r in rows], **(extra or {})}
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+
+
+def plot(path, rows):
+    """PNG of throughput against batch size, one panel per task. Needs matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("jaxnet bench: matplotlib is not installed, skipping the plot (pip install 'jaxnet[plot]')", file=sys.stderr)
+        return False
+    tasks = [t for t in ("mean", "per_example") if any(r.task == t for r in rows)]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for method in dict.fromkeys(r.method for r in rows if r.task == task):
+            pts = sorted((r.batch, r.examples_per_s / 1e6) for r in rows if r.task == task and r.method == method)
+            style = "--" if "roofline" in method else "-o"
+            ax.plot(*zip(*pts), style, label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("M examples / s")
+        ax.set_title(f"{task.replace('_', '-')} gradient")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    env = environment()
+    fig.suptitle(f"jaxnet {env['backend']} ({env['device']}, {env['cpu_count']} CPUs), jax {env['jax']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
