@@ -9,9 +9,11 @@
 """
 
 from jaxnet._api import forward, grad, loss, per_example_grads, per_example_loss, value_and_grad
+from jaxnet._kernels import CPU_COMPILER_OPTIONS
 from jaxnet._params import SEED_SIZES, Dense, init
 
 __all__ = [
+    "CPU_COMPILER_OPTIONS",
     "SEED_SIZES",
     "Dense",
     "forward",

@@ -19,10 +19,72 @@ recursion, run by the fastest kernel for the backend and layer widths
 (:mod:`jaxnet._kernels`).
 """
 
+import functools
+
 import jax
+import jax.numpy as jnp
 
 from jaxnet import _kernels, _reference, _validate
-from jaxnet._params import Dense
+
+
+def _compiled(impl):
+    """``jax.jit`` of ``impl(params, x, y, single)``, the last argument static.
+
+    Called on concrete arrays on CPU, it compiles with
+    :data:`jaxnet.CPU_COMPILER_OPTIONS` (see :mod:`jaxnet._kernels`). JAX
+    accepts compiler options only on a top-level jit, so inside a user's
+    ``jax.jit`` or ``jax.vmap`` a plain jit is used, and the user's own
+    options apply.
+    """
+    nested = jax.jit(impl, static_argnums=3)
+    top_level = {}
+
+    @functools.wraps(impl)
+    def call(params, x, y, single):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, x, y))):
+            return nested(params, x, y, single)
+        backend = jax.default_backend()
+        if backend not in top_level:
+            options = _kernels.CPU_COMPILER_OPTIONS if backend == "cpu" else None
+            top_level[backend] = jax.jit(impl, static_argnums=3, compiler_options=options)
+        return top_level[backend](params, x, y, single)
+
+    return call
+
+
+def _outputs(tree, dtype, single):
+    tree = jax.tree.map(lambda a: a.astype(dtype), tree)
+    return jax.tree.map(lambda a: a[0], tree) if single else tree
+
+
+@_compiled
+def _value_and_grad(params, x, y, single):
+    dtype = params[0].w.dtype
+    value, grads = _kernels.value_and_grad(*_validate.prepare(params, x, y, single))
+    return value.astype(dtype), _outputs(grads, dtype, False)
+
+
+@_compiled
+def _grad(params, x, y, single):
+    return _outputs(_kernels.grad(*_validate.prepare(params, x, y, single)), params[0].w.dtype, False)
+
+
+@_compiled
+def _per_example_grads(params, x, y, single):
+    grads = _kernels.per_example_grads(*_validate.prepare(params, x, y, single))
+    return _outputs(grads, params[0].w.dtype, single)
+
+
+@_compiled
+def _per_example_loss(params, x, y, single):
+    losses = _reference.per_example_loss(*_validate.prepare(params, x, y, single))
+    return _outputs(losses, params[0].w.dtype, single)
+
+
+@_compiled
+def _loss(params, x, y, single):
+    losses = _reference.per_example_loss(*_validate.prepare(params, x, y, single))
+    return jnp.mean(losses).astype(params[0].w.dtype)
 
 
 def forward(params, x):
@@ -50,23 +112,17 @@ def forward(params, x):
 
 def per_example_loss(params, x, y):
     """Each example's cross-entropy, ``(B,)`` (or ``()`` for one example)."""
-    batch = _validate.batch_of("per_example_loss", params, x, y)
-    losses = _reference.per_example_loss(batch.params, batch.x, batch.y).astype(batch.dtype)
-    return losses[0] if batch.single else losses
+    return _per_example_loss(*_validate.batch_of("per_example_loss", params, x, y)[:4])
 
 
 def loss(params, x, y):
     """Mean cross-entropy over the batch, a scalar."""
-    batch = _validate.batch_of("loss", params, x, y)
-    losses = _reference.per_example_loss(batch.params, batch.x, batch.y)
-    return (losses.sum() / batch.x.shape[0]).astype(batch.dtype)
+    return _loss(*_validate.batch_of("loss", params, x, y)[:4])
 
 
 def value_and_grad(params, x, y):
     """``(loss(params, x, y), grad(params, x, y))`` in one pass."""
-    batch = _validate.batch_of("value_and_grad", params, x, y)
-    value, grads = _kernels.value_and_grad(batch.params, batch.x, batch.y)
-    return value.astype(batch.dtype), _cast(grads, batch.dtype)
+    return _value_and_grad(*_validate.batch_of("value_and_grad", params, x, y)[:4])
 
 
 def grad(params, x, y):
@@ -81,7 +137,7 @@ def grad(params, x, y):
     >>> jax.tree.map(jnp.shape, g) == jax.tree.map(jnp.shape, params)
     True
     """
-    return value_and_grad(params, x, y)[1]
+    return _grad(*_validate.batch_of("grad", params, x, y)[:4])
 
 
 def per_example_grads(params, x, y):
@@ -92,10 +148,4 @@ def per_example_grads(params, x, y):
     the format ``optax.contrib.differentially_private_aggregate`` takes. For a
     single example ``x`` of shape ``(d_in,)`` there is no leading axis.
     """
-    batch = _validate.batch_of("per_example_grads", params, x, y)
-    grads = _cast(_kernels.per_example_grads(batch.params, batch.x, batch.y), batch.dtype)
-    return jax.tree.map(lambda g: g[0], grads) if batch.single else grads
-
-
-def _cast(grads, dtype):
-    return tuple(Dense(g.w.astype(dtype), g.b.astype(dtype)) for g in grads)
+    return _per_example_grads(*_validate.batch_of("per_example_grads", params, x, y)[:4])

@@ -15,11 +15,11 @@ from jaxnet._params import Dense
 
 
 class Batch(NamedTuple):
-    """Validated inputs, always batched and in the compute dtype."""
+    """Validated inputs, as given (see :func:`prepare` for the compute form)."""
 
-    params: tuple  # tuple of Dense, compute dtype
-    x: jax.Array  # (B, d_in), compute dtype
-    y: jax.Array  # (B,) int32 labels or (B, C) compute-dtype probabilities
+    params: tuple  # tuple of Dense
+    x: jax.Array  # (B, d_in) or (d_in,), real
+    y: jax.Array  # (B,) / () integer labels, or (B, C) / (C,) float probabilities
     single: bool  # the caller passed one example; outputs drop the batch axis
     dtype: jnp.dtype  # params dtype, the dtype of every output
 
@@ -93,7 +93,6 @@ def batch_of(fn, params, x, y):
     params = params_of(fn, params)
     classes = params[-1].w.shape[1]
     dtype = params[0].w.dtype
-    cdtype = compute_dtype(dtype)
 
     x = x_of(fn, params, x)
     single = x.ndim == 1
@@ -106,7 +105,6 @@ def batch_of(fn, params, x, y):
                 f"{fn}: integer labels y must have shape {batch} to match x of shape {x.shape}, "
                 f"got shape {y.shape}"
             )
-        y = y.astype(jnp.int32)
     elif jnp.issubdtype(y.dtype, jnp.floating):
         if y.shape != batch + (classes,):
             if y.shape == batch:
@@ -118,14 +116,19 @@ def batch_of(fn, params, x, y):
                 f"{fn}: probability labels y must have shape {batch + (classes,)} to match x of "
                 f"shape {x.shape} and {classes} classes, got shape {y.shape}"
             )
-        y = y.astype(cdtype)
     else:
         raise TypeError(
             f"{fn}: y must be integer labels of shape {batch} or floating probabilities of "
             f"shape {batch + (classes,)}, got dtype {y.dtype}"
         )
 
-    x = x.astype(cdtype)
+    return Batch(params, x, y, single, dtype)
+
+
+def prepare(params, x, y, single):
+    """Compute form of validated inputs: batched, in the compute dtype, int32 labels."""
+    cdtype = compute_dtype(params[0].w.dtype)
     if single:
         x, y = x[None], y[None]
-    return Batch(cast_params(params, cdtype), x, y, single, dtype)
+    y = y.astype(jnp.int32) if jnp.issubdtype(y.dtype, jnp.integer) else y.astype(cdtype)
+    return cast_params(params, cdtype), x.astype(cdtype), y

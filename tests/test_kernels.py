@@ -1,0 +1,52 @@
+"""The fast kernels against their plain twin, and the choice between them."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import jaxnet
+from jaxnet import _kernels, _reference
+import oracle
+
+TOL64 = 1e-12
+
+# Sizes the unrolled form is used for (compile time grows with the parameter count).
+SIZES = [jaxnet.SEED_SIZES, (2, 3), (1, 1, 1, 2), (3, 6, 4)]
+# Below the lane count, whole lanes only, and whole lanes plus a remainder.
+BATCHES = [1, _kernels.LANES, 3 * _kernels.LANES + 44]
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["int", "soft"])
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("sizes", SIZES, ids=str)
+def test_unrolled_kernels_match_reference_twin(sizes, batch, soft):
+    params = oracle.random_params(jax.random.key(batch), sizes)
+    x, y = oracle.random_batch(jax.random.key(1), batch, sizes, soft)
+    want_loss, want = _reference.value_and_grad(params, x, y)
+    got_loss, got = jax.jit(_kernels._unrolled_value_and_grad)(params, x, y)
+    assert oracle.rel_err(got, want) <= TOL64
+    assert abs(float(got_loss - want_loss)) <= TOL64 * abs(float(want_loss))
+    got_each = jax.jit(_kernels._unrolled_per_example)(params, x, y)
+    assert oracle.rel_err(got_each, _reference.per_example_grads(params, x, y)) <= TOL64
+
+
+def test_kernel_choice_by_size():
+    assert _kernels.use_unrolled(jaxnet.init(jax.random.key(0), jaxnet.SEED_SIZES))
+    assert not _kernels.use_unrolled(jaxnet.init(jax.random.key(0), (5, 16, 8, 8, 4)))
+
+
+def test_public_api_on_seed_net_with_lane_remainder_matches_autodiff():
+    params = oracle.random_params(jax.random.key(2), jaxnet.SEED_SIZES)
+    x, y = oracle.random_batch(jax.random.key(3), 2 * _kernels.LANES + 5, jaxnet.SEED_SIZES)
+    assert oracle.rel_err(jaxnet.grad(params, x, y), oracle.grad(params, x, y)) <= 1e-10
+    assert oracle.rel_err(jax.jit(jaxnet.grad)(params, x, y), oracle.grad(params, x, y)) <= 1e-10
+
+
+def test_float32_large_batch_accumulates_accurately():
+    """2^18 float32 examples: lane-split sums stay within 1e-5 of float64 autodiff."""
+    params = oracle.random_params(jax.random.key(4), jaxnet.SEED_SIZES)
+    x, y = oracle.random_batch(jax.random.key(5), 2**18, jaxnet.SEED_SIZES)
+    want = oracle.grad(params, x, y)
+    p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
+    for fn in (jaxnet.grad, jax.jit(jaxnet.grad)):
+        assert oracle.rel_err(fn(p32, x.astype(jnp.float32), y), want) <= 1e-5
