@@ -8,12 +8,15 @@ median time is reported. Compilation is done ahead of time (``lower`` then
 
 Rows, for the mean gradient:
   - ``jaxnet``: ``jax.jit(jaxnet.grad)``, batch-major ``x`` as users pass it;
+  - ``jaxnet, CPU options``: the same under
+    ``jax.jit(..., compiler_options=jaxnet.CPU_COMPILER_OPTIONS)`` (on CPU);
+  - ``jaxnet, un-jitted``: ``jaxnet.grad`` called as is, validation included;
   - ``jax.grad``: ``jax.jit(jax.grad)`` of a plain reference loss (the baseline);
   - ``numpy``: the delta recursion written by hand in NumPy;
   - ``torch``: torch autograd, only if torch is already importable;
   - ``read roofline``: a jitted kernel that only reads x and y.
-and for per-example gradients:
-  - ``jaxnet``: ``jax.jit(jaxnet.per_example_grads)``;
+and for per-example gradients the same three ``jaxnet`` rows for
+``jaxnet.per_example_grads``, and:
   - ``jax.vmap(jax.grad)``: the baseline;
   - ``torch.func``: ``vmap(grad)``, only if torch is importable;
   - ``write roofline``: a jitted kernel that only writes the per-example
@@ -33,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnet import _api, _params
+from jaxnet import _api, _kernels, _params
 
 MEAN_BATCHES = (2**10, 2**14, 2**17, 2**20, 2**23)
 PER_EXAMPLE_BATCHES = (2**10, 2**14, 2**17, 2**20)
@@ -163,12 +166,20 @@ class _Method(NamedTuple):
     costs: tuple
 
 
-def _jax_method(name, fn, args):
+def _jax_method(name, fn, args, compiler_options=None):
     start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
+    compiled = jax.jit(fn, compiler_options=compiler_options).lower(*args).compile()
     compile_s = time.perf_counter() - start
     call = lambda: jax.block_until_ready(compiled(*args))
     return _Method(name, call, compile_s, _xla_costs(compiled))
+
+
+def _own_jit_method(name, fn, args):
+    """A public function called as is: it validates, then runs its own compiled kernel."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    compile_s = time.perf_counter() - start
+    return _Method(name, lambda: jax.block_until_ready(fn(*args)), compile_s, (None,) * 3)
 
 
 def _time_interleaved(methods, repeats):
@@ -210,9 +221,12 @@ def run(
         x = jax.random.normal(kx, (batch, sizes[0]), jnp.float32)
         y = jax.random.randint(ky, (batch,), 0, sizes[-1], jnp.int32)
         args = (params, x, y)
+        cpu_options = _kernels.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
         if task == "mean":
             methods = [
                 _jax_method("jaxnet", _api.grad, args),
+                _jax_method("jaxnet, CPU options", _api.grad, args, cpu_options),
+                _own_jit_method("jaxnet, un-jitted", _api.grad, args),
                 _jax_method("jax.grad", _autodiff_mean, args),
                 _jax_method("read roofline", _read_roofline, args),
             ]
@@ -222,6 +236,8 @@ def run(
         else:
             methods = [
                 _jax_method("jaxnet", _api.per_example_grads, args),
+                _jax_method("jaxnet, CPU options", _api.per_example_grads, args, cpu_options),
+                _own_jit_method("jaxnet, un-jitted", _api.per_example_grads, args),
                 _jax_method("jax.vmap(jax.grad)", _autodiff_per_example, args),
                 _jax_method("write roofline", _write_roofline, args),
             ]
@@ -241,15 +257,36 @@ BASELINE = {"mean": "jax.grad", "per_example": "jax.vmap(jax.grad)"}
 ROOFLINE = {"mean": "read roofline", "per_example": "write roofline"}
 
 
+def _version(package):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment():
     return {
         "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
+        "jaxlib": _version("jaxlib"),
+        "optax": _version("optax"),
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
         "device_count": jax.device_count(),
         "cpu_count": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model(),
         "python": platform.python_version(),
     }
 

@@ -48,7 +48,7 @@ def _bench(args):
     mean = tuple(2**p for p in args.mean_powers)
     each = tuple(2**p for p in args.per_example_powers)
     env = bench.environment()
-    print(f"jax {env['jax']}, backend {env['backend']}, device {env['device']} x{env['device_count']}, {env['cpu_count']} CPUs")
+    print(f"jax {env['jax']}, jaxlib {env['jaxlib']}, backend {env['backend']}, device {env['device']} x{env['device_count']}, {env['cpu_count']} CPUs ({env['processor']})")
     step, close = _progress(len(mean) + len(each))
     try:
         rows = bench.run(jax.random.key(args.seed), mean, each, repeats=args.repeats, numpy_baseline=not args.no_numpy, torch_baseline=not args.no_torch, progress=step)
