@@ -1,0 +1,47 @@
+"""The benchmark harness runs end to end on tiny batches and reports every row."""
+
+import json
+
+import jax
+
+from jaxnet import bench, cli
+
+
+def test_bench_rows_table_and_json(tmp_path):
+    rows = bench.run(jax.random.key(0), mean_batches=(256,), per_example_batches=(128,), repeats=2, torch_baseline=False)
+    methods = {(r.task, r.method) for r in rows}
+    for task, names in {
+        "mean": ["jaxnet", "jaxnet, CPU options", "jaxnet, un-jitted", "jax.grad", "read roofline", "numpy"],
+        "per_example": ["jaxnet", "jaxnet, CPU options", "jaxnet, un-jitted", "jax.vmap(jax.grad)", "write roofline"],
+    }.items():
+        for name in names:
+            assert (task, name) in methods
+    assert all(r.examples_per_s > 0 and r.seconds > 0 for r in rows)
+    text = bench.table(rows)
+    assert text.count("\n") == len(rows) + 1 and "| mean | jax.grad | 2^8 | " in text
+    path = tmp_path / "b.json"
+    bench.write_json(path, rows)
+    payload = json.loads(path.read_text())
+    assert payload["environment"]["jax"] == jax.__version__ and len(payload["rows"]) == len(rows)
+
+
+def test_numpy_baseline_matches_jaxnet():
+    import numpy as np
+
+    import jaxnet
+
+    params = jaxnet.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (300, 2))
+    y = jax.random.randint(jax.random.key(2), (300,), 0, 3)
+    got = bench._numpy_mean([(np.asarray(l.w), np.asarray(l.b)) for l in params], np.asarray(x), np.asarray(y))
+    for (gw, gb), want in zip(got, jaxnet.grad(params, x, y)):
+        np.testing.assert_allclose(gw, want.w, atol=1e-6)
+        np.testing.assert_allclose(gb, want.b, atol=1e-6)
+
+
+def test_cli_bench_writes_outputs(tmp_path, capsys):
+    code = cli.main(["bench", "--mean-powers", "7", "--per-example-powers", "--repeats", "1", "--no-numpy", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "| mean | jaxnet | 2^7 |" in out
+    assert (tmp_path / "bench.json").exists()
