@@ -50,3 +50,16 @@ def test_float32_large_batch_accumulates_accurately():
     p32 = jax.tree.map(lambda a: a.astype(jnp.float32), params)
     for fn in (jaxnet.grad, jax.jit(jaxnet.grad)):
         assert oracle.rel_err(fn(p32, x.astype(jnp.float32), y), want) <= 1e-5
+
+
+def test_nan_input_propagates_under_cpu_compiler_options():
+    """The CPU options keep IEEE NaN semantics: a NaN example poisons the mean, never vanishes."""
+    params = jaxnet.init(jax.random.key(6))
+    x = jax.random.normal(jax.random.key(7), (300, 2), jnp.float32).at[17, 0].set(jnp.nan)
+    y = jax.random.randint(jax.random.key(8), (300,), 0, 3)
+    want = oracle.grad(params, x, y)  # autodiff: NaN wherever the NaN reaches
+    assert bool(jnp.isnan(want[-1].b).all())
+    for fn in (jaxnet.grad, jax.jit(jaxnet.grad, compiler_options=jaxnet.CPU_COMPILER_OPTIONS)):
+        got = fn(params, x, y)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert (jnp.isnan(g) == jnp.isnan(w)).all()
