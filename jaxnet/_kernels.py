@@ -112,6 +112,22 @@ def _lane_columns(a, lanes):
     return [folded[i] for i in range(a.shape[1])]
 
 
+@jax.custom_jvp
+def _lane_reduce(terms):
+    """Sum each (lanes, n) term over its minor axis, all in one variadic reduce."""
+    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
+    return lax.reduce(terms, zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (1,))
+
+
+@_lane_reduce.defjvp
+def _lane_reduce_jvp(primals, tangents):
+    # The sum is linear. XLA's variadic reduce has no derivative rule of its
+    # own, so the tangent uses plain sums: second-order use of jaxnet.loss
+    # (Hessians, forward-over-reverse) runs through here.
+    (terms,), (dterms,) = primals, tangents
+    return _lane_reduce(terms), tuple(jnp.sum(t, axis=1) for t in dterms)
+
+
 def _lane_sums(params, x, y, lanes, with_loss):
     """Sums over the batch of every gradient term (and the loss), one fused reduce."""
     cols = _lane_columns(x, lanes)
@@ -122,8 +138,7 @@ def _lane_sums(params, x, y, lanes, with_loss):
         terms += [h * d for h in inputs for d in delta] + list(delta)
     if with_loss:
         terms.append(loss)
-    zeros = tuple(jnp.zeros((), x.dtype) for _ in terms)
-    sums = lax.reduce(tuple(terms), zeros, lambda a, b: tuple(u + v for u, v in zip(a, b)), (1,))
+    sums = _lane_reduce(tuple(terms))
     # One (terms, lanes) array and one reduce: 26 separate lane sums were 26
     # kernel launches, which dominated the cost at small batches.
     return jnp.sum(jnp.stack(sums), axis=1)

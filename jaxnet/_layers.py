@@ -84,6 +84,11 @@ def softmax_cross_entropy(logits, y):
     return lse * jnp.sum(y, axis=-1) - jnp.sum(y * logits, axis=-1)
 
 
+def softmax_cross_entropy_label_grad(logits):
+    """Derivative of the loss in probability labels: ``-log softmax(a)``, (B, C)."""
+    return -jax.nn.log_softmax(logits, axis=-1)
+
+
 def softmax_cross_entropy_backward(logits, y):
     """``delta3 = softmax(a) * sum_t y_t - y``, per example, shape (B, C)."""
     yhat = jax.nn.softmax(logits, axis=-1)

@@ -70,3 +70,20 @@ def per_example_grads(params, x, y):
             back = _layers.dense_back(params[l].w, delta)
             delta = _layers.relu_backward(pres[l - 1], back)
     return tuple(grads)
+
+
+def input_grads(params, x, y):
+    """Derivatives of the mean loss in the inputs.
+
+    Returns ``(dx, dy)``: dx of shape (B, d_in) is ``delta1 @ W1.T / B``; dy
+    of shape (B, C) is ``-log softmax(a) / B`` for probability labels, None
+    for integer labels.
+    """
+    hs, logits, pres, delta = _deltas(params, x, y)
+    batch = x.shape[0]
+    for l in reversed(range(1, len(params))):
+        delta = _layers.relu_backward(pres[l - 1], _layers.dense_back(params[l].w, delta))
+    dx = _layers.dense_back(params[0].w, delta) / batch
+    if jnp.issubdtype(y.dtype, jnp.integer):
+        return dx, None
+    return dx, _layers.softmax_cross_entropy_label_grad(logits) / batch
