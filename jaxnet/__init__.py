@@ -9,13 +9,17 @@
 """
 
 from jaxnet._api import forward, grad, loss, per_example_grads, per_example_loss, value_and_grad
+from jaxnet._dp import ClipStats, add_noise, clipped_mean_grad
 from jaxnet._kernels import CPU_COMPILER_OPTIONS
 from jaxnet._params import SEED_SIZES, Dense, init
 
 __all__ = [
     "CPU_COMPILER_OPTIONS",
     "SEED_SIZES",
+    "ClipStats",
     "Dense",
+    "add_noise",
+    "clipped_mean_grad",
     "forward",
     "grad",
     "init",

@@ -28,7 +28,7 @@ from jaxnet import _kernels, _reference, _validate
 
 
 def _compiled(impl):
-    """``jax.jit`` of ``impl(params, x, y, single)``, the last argument static.
+    """``jax.jit`` of ``impl(params, x, y, single, *arrays)``, ``single`` static.
 
     Called on concrete arrays on CPU, it compiles with
     :data:`jaxnet.CPU_COMPILER_OPTIONS` (see :mod:`jaxnet._kernels`). JAX
@@ -40,14 +40,14 @@ def _compiled(impl):
     top_level = {}
 
     @functools.wraps(impl)
-    def call(params, x, y, single):
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, x, y))):
-            return nested(params, x, y, single)
+    def call(params, x, y, single, *arrays):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, x, y, arrays))):
+            return nested(params, x, y, single, *arrays)
         backend = jax.default_backend()
         if backend not in top_level:
             options = _kernels.CPU_COMPILER_OPTIONS if backend == "cpu" else None
             top_level[backend] = jax.jit(impl, static_argnums=3, compiler_options=options)
-        return top_level[backend](params, x, y, single)
+        return top_level[backend](params, x, y, single, *arrays)
 
     return call
 

@@ -128,11 +128,22 @@ def _lane_reduce_jvp(primals, tangents):
     return _lane_reduce(terms), tuple(jnp.sum(t, axis=1) for t in dterms)
 
 
-def _lane_sums(params, x, y, lanes, with_loss):
-    """Sums over the batch of every gradient term (and the loss), one fused reduce."""
+def _lane_sums(params, x, y, lanes, with_loss, l2_norm_clip=None):
+    """Sums over the batch of every gradient term (and the loss), one fused reduce.
+
+    With ``l2_norm_clip``, each example's deltas are first scaled by
+    ``min(1, clip / norm)`` and its gradient norm is returned as well.
+    """
     cols = _lane_columns(x, lanes)
     label = y.reshape(lanes, -1) if y.ndim == 1 else _lane_columns(y, lanes)
     layers, loss = _unrolled_pass(params, cols, label, with_loss)
+    norms = None
+    if l2_norm_clip is not None:
+        # |outer(h, delta)|^2 + |delta|^2 = (|h|^2 + 1) |delta|^2, per layer.
+        sq = sum((sum(h * h for h in inputs) + 1) * sum(d * d for d in delta) for inputs, delta in layers)
+        norms, scale = _reference.clip_multipliers(sq, l2_norm_clip)
+        layers = [(inputs, [d * scale for d in delta]) for inputs, delta in layers]
+        norms = norms.reshape(-1)  # lane-major order is batch order
     terms = []
     for inputs, delta in layers:
         terms += [h * d for h in inputs for d in delta] + list(delta)
@@ -141,25 +152,40 @@ def _lane_sums(params, x, y, lanes, with_loss):
     sums = _lane_reduce(tuple(terms))
     # One (terms, lanes) array and one reduce: 26 separate lane sums were 26
     # kernel launches, which dominated the cost at small batches.
-    return jnp.sum(jnp.stack(sums), axis=1)
+    return jnp.sum(jnp.stack(sums), axis=1), norms
 
 
-def _unrolled_value_and_grad(params, x, y, with_loss=True):
+def _unrolled_sums(params, x, y, with_loss, l2_norm_clip=None):
+    """All gradient sums over the batch, divided by B, and the clip norms if asked."""
     batch = x.shape[0]
     main = batch - batch % LANES
-    sums = 0
+    parts = []
     if main:
-        sums = _lane_sums(params, x[:main], y[:main], LANES, with_loss)
+        parts.append(_lane_sums(params, x[:main], y[:main], LANES, with_loss, l2_norm_clip))
     if main < batch:  # the last batch % LANES examples, one lane each
-        rest = batch - main
-        sums = sums + _lane_sums(params, x[main:], y[main:], rest, with_loss)
-    sums = sums / batch
+        parts.append(_lane_sums(params, x[main:], y[main:], batch - main, with_loss, l2_norm_clip))
+    sums = sum(p[0] for p in parts) / batch
+    norms = jnp.concatenate([p[1] for p in parts]) if l2_norm_clip is not None else None
+    return sums, norms
+
+
+def _unflatten(params, sums):
     grads, offset = [], 0
     for layer in params:
         n_w, n_b = layer.w.size, layer.b.size
         grads.append(Dense(sums[offset : offset + n_w].reshape(layer.w.shape), sums[offset + n_w : offset + n_w + n_b]))
         offset += n_w + n_b
-    return (sums[-1] if with_loss else None), tuple(grads)
+    return tuple(grads)
+
+
+def _unrolled_value_and_grad(params, x, y, with_loss=True):
+    sums, _ = _unrolled_sums(params, x, y, with_loss)
+    return (sums[-1] if with_loss else None), _unflatten(params, sums)
+
+
+def _unrolled_clipped(params, x, y, l2_norm_clip):
+    sums, norms = _unrolled_sums(params, x, y, False, l2_norm_clip)
+    return _unflatten(params, sums), norms
 
 
 def _unrolled_per_example(params, x, y):
@@ -196,3 +222,10 @@ def per_example_grads(params, x, y):
     if use_unrolled(params):
         return _unrolled_per_example(params, x, y)
     return _reference.per_example_grads(params, x, y)
+
+
+def clipped_mean_grad(params, x, y, l2_norm_clip):
+    """Mean of clipped per-example gradients, and the (B,) per-example norms."""
+    if use_unrolled(params):
+        return _unrolled_clipped(params, x, y, l2_norm_clip)
+    return _reference.clipped_mean_grad(params, x, y, l2_norm_clip)

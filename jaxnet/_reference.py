@@ -87,3 +87,32 @@ def input_grads(params, x, y):
     if jnp.issubdtype(y.dtype, jnp.integer):
         return dx, None
     return dx, _layers.softmax_cross_entropy_label_grad(logits) / batch
+
+
+def clip_multipliers(sq_norms, l2_norm_clip):
+    """``min(1, clip / norm)`` per example, 1 where the norm is 0 or NaN (as optax)."""
+    norms = jnp.sqrt(sq_norms)
+    return norms, jnp.where(norms > l2_norm_clip, l2_norm_clip / norms, 1)
+
+
+def clipped_mean_grad(params, x, y, l2_norm_clip):
+    """Mean of per-example gradients clipped to global L2 norm, and the norms.
+
+    Example n's gradient for layer l is ``outer(h_l[n], delta_l[n])`` and
+    ``delta_l[n]``, so its squared norm is ``(|h_l[n]|^2 + 1) |delta_l[n]|^2``
+    summed over layers: the per-example gradients are never formed.
+    """
+    hs, logits, pres, delta = _deltas(params, x, y)
+    deltas = [None] * len(params)
+    for l in reversed(range(len(params))):
+        deltas[l] = delta
+        if l > 0:
+            delta = _layers.relu_backward(pres[l - 1], _layers.dense_back(params[l].w, delta))
+    sq = sum((jnp.sum(h * h, axis=1) + 1) * jnp.sum(d * d, axis=1) for h, d in zip(hs, deltas))
+    norms, scale = clip_multipliers(sq, l2_norm_clip)
+    batch = x.shape[0]
+    grads = []
+    for h, d, layer in zip(hs, deltas, params):
+        dw, db, _ = _layers.dense_backward(h, layer.w, d * (scale / batch)[:, None])
+        grads.append(Dense(dw, db))
+    return tuple(grads), norms
