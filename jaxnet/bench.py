@@ -15,6 +15,9 @@ Rows, for the mean gradient:
   - ``numpy``: the delta recursion written by hand in NumPy;
   - ``torch``: torch autograd, only if torch is already importable;
   - ``read roofline``: a jitted kernel that only reads x and y.
+for DP-SGD clipping (``dp``; "× autodiff" is then the ratio to the optax path):
+  - ``jaxnet.clipped_mean_grad`` (fused), plain and with the CPU options;
+  - ``per_example_grads + optax aggregate``: optax's path, no noise;
 and for per-example gradients the same three ``jaxnet`` rows for
 ``jaxnet.per_example_grads``, and:
   - ``jax.vmap(jax.grad)``: the baseline;
@@ -36,10 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnet import _api, _kernels, _params
+from jaxnet import _api, _dp, _kernels, _params
 
 MEAN_BATCHES = (2**10, 2**14, 2**17, 2**20, 2**23)
 PER_EXAMPLE_BATCHES = (2**10, 2**14, 2**17, 2**20)
+DP_BATCHES = (2**14, 2**20)
+DP_CLIP = 1.0
 
 
 class Row(NamedTuple):
@@ -72,6 +77,16 @@ def _autodiff_mean(params, x, y):
 def _autodiff_per_example(params, x, y):
     one = lambda p, xi, yi: _reference_loss(p, xi[None], yi[None])[0]
     return jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(params, x, y)
+
+
+def _optax_dp(params, x, y):
+    # optax's DP-SGD path: per-example gradients, then the aggregate (no noise).
+    tx = optax.contrib.differentially_private_aggregate(DP_CLIP, 0.0, key=jax.random.key(0))
+    return tx.update(_api.per_example_grads(params, x, y), tx.init(params))[0]
+
+
+def _fused_dp(params, x, y):
+    return _dp.clipped_mean_grad(params, x, y, DP_CLIP)[0]
 
 
 def _read_roofline(params, x, y):
@@ -202,6 +217,7 @@ def run(
     key,
     mean_batches=MEAN_BATCHES,
     per_example_batches=PER_EXAMPLE_BATCHES,
+    dp_batches=DP_BATCHES,
     sizes=_params.SEED_SIZES,
     repeats=7,
     numpy_baseline=True,
@@ -214,6 +230,7 @@ def run(
     params = _params.init(k_params, sizes, jnp.float32)
     rows = []
     tasks = [("mean", b) for b in mean_batches] + [("per_example", b) for b in per_example_batches]
+    tasks += [("dp", b) for b in dp_batches]
     for task, batch in tasks:
         if progress:
             progress(f"{task} B=2^{batch.bit_length() - 1}")
@@ -233,6 +250,13 @@ def run(
             if numpy_baseline:
                 np_args = ([(np.asarray(l.w), np.asarray(l.b)) for l in params], np.asarray(x), np.asarray(y))
                 methods.append(_Method("numpy", lambda a=np_args: _numpy_mean(*a), None, (None,) * 3))
+        elif task == "dp":
+            methods = [
+                _jax_method("jaxnet.clipped_mean_grad", _fused_dp, args),
+                _jax_method("jaxnet.clipped_mean_grad, CPU options", _fused_dp, args, cpu_options),
+                _jax_method("per_example_grads + optax aggregate", _optax_dp, args),
+                _jax_method("read roofline", _read_roofline, args),
+            ]
         else:
             methods = [
                 _jax_method("jaxnet", _api.per_example_grads, args),
@@ -241,7 +265,7 @@ def run(
                 _jax_method("jax.vmap(jax.grad)", _autodiff_per_example, args),
                 _jax_method("write roofline", _write_roofline, args),
             ]
-        if torch is not None:
+        if torch is not None and task != "dp":
             mean_fn, per_example_fn = _torch_methods(torch, params, x, y)
             methods.append(_Method("torch" if task == "mean" else "torch.func", mean_fn if task == "mean" else per_example_fn, None, (None,) * 3))
         medians = _time_interleaved(methods, _repeats_for(batch, repeats))
@@ -253,8 +277,8 @@ def run(
 
 # ---------------------------------------------------------------- reporting
 
-BASELINE = {"mean": "jax.grad", "per_example": "jax.vmap(jax.grad)"}
-ROOFLINE = {"mean": "read roofline", "per_example": "write roofline"}
+BASELINE = {"mean": "jax.grad", "per_example": "jax.vmap(jax.grad)", "dp": "per_example_grads + optax aggregate"}
+ROOFLINE = {"mean": "read roofline", "per_example": "write roofline", "dp": "read roofline"}
 
 
 def _version(package):
@@ -299,7 +323,7 @@ def table(rows):
     """Markdown table: examples/s, ratio to the autodiff baseline, fraction of the roofline."""
     by = _lookup(rows)
     lines = [
-        "| task | method | B | M examples/s | × autodiff | of roofline | compile s | XLA flops | XLA bytes | temp MiB |",
+        "| task | method | B | M examples/s | × baseline | of roofline | compile s | XLA flops | XLA bytes | temp MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda v, f: "–" if v is None else format(v, f)
@@ -342,32 +366,12 @@ def write_json(path, rows, extra=None):
 
 
 def plot(path, rows):
-    """PNG of throughput against batch size, one panel per task. Needs matplotlib."""
-    try:
-        import matplotlib
+    """PNG of throughput against batch size. Returns False (with a note) without matplotlib."""
+    from jaxnet import plot as _plot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("jaxnet bench: matplotlib is not installed, skipping the plot (pip install 'jaxnet[plot]')", file=sys.stderr)
+    try:
+        _plot.save(_plot.throughput(rows, environment()), path)
+    except _plot.MissingMatplotlib as e:
+        print(f"jaxnet bench: skipping the plot; {e}", file=sys.stderr)
         return False
-    tasks = [t for t in ("mean", "per_example") if any(r.task == t for r in rows)]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for method in dict.fromkeys(r.method for r in rows if r.task == task):
-            pts = sorted((r.batch, r.examples_per_s / 1e6) for r in rows if r.task == task and r.method == method)
-            style = "--" if "roofline" in method else "-o"
-            ax.plot(*zip(*pts), style, label=method)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size B")
-        ax.set_ylabel("M examples / s")
-        ax.set_title(f"{task.replace('_', '-')} gradient")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    env = environment()
-    fig.suptitle(f"jaxnet {env['backend']} ({env['device']}, {env['cpu_count']} CPUs), jax {env['jax']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
     return True

@@ -1,4 +1,4 @@
-"""The ``jaxnet`` command: ``jaxnet check`` and ``jaxnet bench``."""
+"""The ``jaxnet`` command: ``check``, ``bench`` and ``train``."""
 
 import argparse
 import os
@@ -47,11 +47,12 @@ def _bench(args):
 
     mean = tuple(2**p for p in args.mean_powers)
     each = tuple(2**p for p in args.per_example_powers)
+    dp = tuple(2**p for p in args.dp_powers)
     env = bench.environment()
     print(f"jax {env['jax']}, jaxlib {env['jaxlib']}, backend {env['backend']}, device {env['device']} x{env['device_count']}, {env['cpu_count']} CPUs ({env['processor']})")
-    step, close = _progress(len(mean) + len(each))
+    step, close = _progress(len(mean) + len(each) + len(dp))
     try:
-        rows = bench.run(jax.random.key(args.seed), mean, each, repeats=args.repeats, numpy_baseline=not args.no_numpy, torch_baseline=not args.no_torch, progress=step)
+        rows = bench.run(jax.random.key(args.seed), mean, each, dp, repeats=args.repeats, numpy_baseline=not args.no_numpy, torch_baseline=not args.no_torch, progress=step)
     finally:
         close()
     if bench._torch() is None and not args.no_torch:
@@ -69,6 +70,61 @@ def _bench(args):
     return 0
 
 
+def _train(args):
+    import json
+
+    from jaxnet import plot, train
+
+    if args.dp_noise and args.dp_clip is None:
+        print("jaxnet train: --dp-noise needs --dp-clip", file=sys.stderr)
+        return 2
+    config = train.RunConfig(
+        steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
+        dp_clip=args.dp_clip, dp_noise=args.dp_noise,
+    )
+    os.makedirs(args.out, exist_ok=True)
+    checkpoint = os.path.join(args.out, "checkpoint.npz")
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    bar = tqdm(total=config.steps, desc="jaxnet train", unit="step", disable=None, file=sys.stderr) if tqdm else None
+    done = [0]
+
+    def progress(step, loss):
+        if bar is not None:
+            bar.update(step - done[0])
+            bar.set_postfix(loss=f"{loss:.4f}")
+        done[0] = step
+
+    try:
+        result = train.run(config, checkpoint=checkpoint, resume=args.resume, progress=progress)
+    except train.CheckpointError as e:
+        print(f"jaxnet train: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
+    metrics = dict(result.metrics)
+    if config.dp_clip is not None:
+        eps = train.epsilon(config.steps, config.batch_size, result.data.x_train.shape[0], config.dp_noise, args.dp_delta)
+        metrics["dp"] = {"l2_norm_clip": config.dp_clip, "noise_multiplier": config.dp_noise, "delta": args.dp_delta, "epsilon": eps}
+        if eps is None:
+            print("note: install dp-accounting (pip install 'jaxnet[dp]') to report epsilon", file=sys.stderr)
+        else:
+            print(f"DP-SGD: epsilon = {eps:.3g} at delta = {args.dp_delta:g}")
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    try:
+        plot.save(plot.loss_curve(result.losses), os.path.join(args.out, "loss_curve.png"))
+        plot.save(plot.decision_boundary(result.params, result.data.x_test, result.data.y_test), os.path.join(args.out, "decision_boundary.png"))
+    except plot.MissingMatplotlib:
+        print("note: matplotlib is not installed, skipped the plots (pip install 'jaxnet[plot]')", file=sys.stderr)
+    print(f"held-out accuracy: {metrics['test_accuracy']:.4f}  (test loss {metrics['test_loss']:.4f}, {config.steps} steps)")
+    print(f"wrote {args.out}/: checkpoint.npz, metrics.json, loss_curve.png, decision_boundary.png")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="jaxnet", description="Hand-written gradients of a small ReLU classifier.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,12 +137,29 @@ def main(argv=None):
     bench = sub.add_parser("bench", help="throughput of the batched gradient kernels against baselines")
     bench.add_argument("--mean-powers", type=int, nargs="+", default=[10, 14, 17, 20, 23], metavar="P", help="mean-gradient batch sizes 2^P (default 10 14 17 20 23)")
     bench.add_argument("--per-example-powers", type=int, nargs="*", default=[10, 14, 17, 20], metavar="P", help="per-example batch sizes 2^P (default 10 14 17 20)")
+    bench.add_argument("--dp-powers", type=int, nargs="*", default=[14, 20], metavar="P", help="DP-SGD clipping batch sizes 2^P (default 14 20)")
     bench.add_argument("--repeats", type=int, default=7, help="timed calls per method and batch size; the median is reported")
     bench.add_argument("--out", default="bench-out", help="folder for bench.json and bench.png (default bench-out)")
     bench.add_argument("--no-numpy", action="store_true", help="skip the NumPy baseline")
     bench.add_argument("--no-torch", action="store_true", help="skip the torch baselines even if torch is importable")
     bench.add_argument("--seed", type=int, default=0)
     bench.set_defaults(run=_bench)
+
+    from jaxnet.train import OPTIMIZERS, RunConfig
+
+    defaults = RunConfig()
+    train = sub.add_parser("train", help="train the seed net on three 2-D Gaussian blobs with optax")
+    train.add_argument("--steps", type=int, default=defaults.steps, help=f"total optimiser steps (default {defaults.steps})")
+    train.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"examples per step (default {defaults.batch_size})")
+    train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=defaults.optimizer)
+    train.add_argument("--lr", type=float, default=defaults.lr, help=f"learning rate (default {defaults.lr})")
+    train.add_argument("--seed", type=int, default=defaults.seed, help="seeds data, initialisation, batches and noise")
+    train.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz up to --steps")
+    train.add_argument("--dp-clip", type=float, default=None, help="DP-SGD: clip each example's gradient to this L2 norm")
+    train.add_argument("--dp-noise", type=float, default=0.0, help="DP-SGD: noise multiplier (std = clip * noise / batch)")
+    train.add_argument("--dp-delta", type=float, default=1e-5, help="DP-SGD: delta for the reported epsilon")
+    train.set_defaults(run=_train)
     args = parser.parse_args(argv)
     return args.run(args)
 
