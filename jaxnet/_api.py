@@ -5,7 +5,10 @@ All of them are pure functions of ``(params, x, y)``:
 - ``params``: a tuple of :class:`jaxnet.Dense`, as returned by :func:`jaxnet.init`;
 - ``x``: ``(B, d_in)`` float, or ``(d_in,)`` for one example;
 - ``y``: ``(B,)`` integer class labels in ``[0, C)``, or ``(B, C)`` float
-  probabilities (soft labels); ``()`` or ``(C,)`` for one example.
+  probabilities (soft labels); ``()`` or ``(C,)`` for one example;
+- ``where`` (keyword, optional): ``(B,)`` bool, optax's meaning: examples
+  where it is False contribute nothing, means are over the others (NaN if
+  none is left), and their rows of per-example outputs are zero.
 
 ``x`` and probability labels are cast to the params' dtype, and every output
 has the params' dtype. float16 and bfloat16 are computed and accumulated in
@@ -28,7 +31,7 @@ from jaxnet import _kernels, _reference, _validate
 
 
 def _compiled(impl):
-    """``jax.jit`` of ``impl(params, x, y, single, *arrays)``, ``single`` static.
+    """``jax.jit`` of ``impl(params, x, y, where, single, *arrays)``, ``single`` static.
 
     Called on concrete arrays on CPU, it compiles with
     :data:`jaxnet.CPU_COMPILER_OPTIONS` (see :mod:`jaxnet._kernels`). JAX
@@ -36,18 +39,18 @@ def _compiled(impl):
     ``jax.jit`` or ``jax.vmap`` a plain jit is used, and the user's own
     options apply.
     """
-    nested = jax.jit(impl, static_argnums=3)
+    nested = jax.jit(impl, static_argnums=4)
     top_level = {}
 
     @functools.wraps(impl)
-    def call(params, x, y, single, *arrays):
-        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, x, y, arrays))):
-            return nested(params, x, y, single, *arrays)
+    def call(params, x, y, where, single, *arrays):
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, x, y, where, arrays))):
+            return nested(params, x, y, where, single, *arrays)
         backend = jax.default_backend()
         if backend not in top_level:
             options = _kernels.CPU_COMPILER_OPTIONS if backend == "cpu" else None
-            top_level[backend] = jax.jit(impl, static_argnums=3, compiler_options=options)
-        return top_level[backend](params, x, y, single, *arrays)
+            top_level[backend] = jax.jit(impl, static_argnums=4, compiler_options=options)
+        return top_level[backend](params, x, y, where, single, *arrays)
 
     return call
 
@@ -58,33 +61,38 @@ def _outputs(tree, dtype, single):
 
 
 @_compiled
-def _value_and_grad(params, x, y, single):
+def _value_and_grad(params, x, y, where, single):
     dtype = params[0].w.dtype
-    value, grads = _kernels.value_and_grad(*_validate.prepare(params, x, y, single))
+    value, grads = _kernels.value_and_grad(*_validate.prepare(params, x, y, where, single))
     return value.astype(dtype), _outputs(grads, dtype, False)
 
 
 @_compiled
-def _grad(params, x, y, single):
-    return _outputs(_kernels.grad(*_validate.prepare(params, x, y, single)), params[0].w.dtype, False)
+def _grad(params, x, y, where, single):
+    return _outputs(_kernels.grad(*_validate.prepare(params, x, y, where, single)), params[0].w.dtype, False)
 
 
 @_compiled
-def _per_example_grads(params, x, y, single):
-    grads = _kernels.per_example_grads(*_validate.prepare(params, x, y, single))
+def _per_example_grads(params, x, y, where, single):
+    grads = _kernels.per_example_grads(*_validate.prepare(params, x, y, where, single))
     return _outputs(grads, params[0].w.dtype, single)
 
 
 @_compiled
-def _per_example_loss(params, x, y, single):
-    losses = _reference.per_example_loss(*_validate.prepare(params, x, y, single))
+def _per_example_loss(params, x, y, where, single):
+    p, xb, yb, weight = _validate.prepare(params, x, y, where, single)
+    losses = _reference.per_example_loss(p, xb, yb)
+    losses = losses if weight is None else losses * weight
     return _outputs(losses, params[0].w.dtype, single)
 
 
 @jax.custom_jvp
-def _mean_loss(params, x, y):
+def _mean_loss(params, x, y, weight):
     """Mean cross-entropy of prepared inputs, differentiated by the hand-written rule."""
-    return jnp.mean(_reference.per_example_loss(params, x, y))
+    losses = _reference.per_example_loss(params, x, y)
+    if weight is not None:
+        losses = losses * weight
+    return jnp.sum(losses) / _reference.count(x.shape[0], weight)
 
 
 @functools.partial(_mean_loss.defjvp, symbolic_zeros=True)
@@ -92,15 +100,15 @@ def _mean_loss_jvp(primals, tangents):
     # d loss = <grad_params, d params> + <grad_x, dx> + <grad_y, dy>, with the
     # gradients from the hand-written kernels. Inputs that are not being
     # differentiated arrive as symbolic zeros and cost nothing.
-    params, x, y = primals
-    d_params, dx, dy = tangents
-    value, grads = _kernels.value_and_grad(params, x, y)
+    params, x, y, weight = primals
+    d_params, dx, dy, _ = tangents  # the mask is not differentiable
+    value, grads = _kernels.value_and_grad(params, x, y, weight)
     tangent = jnp.zeros_like(value)
     for g, t in zip(jax.tree.leaves(grads), jax.tree.leaves(d_params, is_leaf=_is_zero)):
         if not _is_zero(t):
             tangent = tangent + jnp.vdot(g, t)
     if not (_is_zero(dx) and _is_zero(dy)):
-        gx, gy = _reference.input_grads(params, x, y)
+        gx, gy = _reference.input_grads(params, x, y, weight)
         if not _is_zero(dx):
             tangent = tangent + jnp.vdot(gx, dx)
         if gy is not None and not _is_zero(dy):
@@ -113,8 +121,8 @@ def _is_zero(t):
 
 
 @_compiled
-def _loss(params, x, y, single):
-    return _mean_loss(*_validate.prepare(params, x, y, single)).astype(params[0].w.dtype)
+def _loss(params, x, y, where, single):
+    return _mean_loss(*_validate.prepare(params, x, y, where, single)).astype(params[0].w.dtype)
 
 
 def forward(params, x):
@@ -140,12 +148,12 @@ def forward(params, x):
     return (logits[0] if x.ndim == 1 else logits).astype(dtype)
 
 
-def per_example_loss(params, x, y):
+def per_example_loss(params, x, y, *, where=None):
     """Each example's cross-entropy, ``(B,)`` (or ``()`` for one example)."""
-    return _per_example_loss(*_validate.batch_of("per_example_loss", params, x, y)[:4])
+    return _per_example_loss(*_validate.batch_of("per_example_loss", params, x, y, where)[:5])
 
 
-def loss(params, x, y):
+def loss(params, x, y, *, where=None):
     """Mean cross-entropy over the batch, a scalar.
 
     ``jax.grad(jaxnet.loss)`` and ``jax.value_and_grad(jaxnet.loss)`` work, and
@@ -161,15 +169,15 @@ def loss(params, x, y):
     >>> bool(jnp.allclose(g[0].w, jaxnet.grad(params, x, y)[0].w))
     True
     """
-    return _loss(*_validate.batch_of("loss", params, x, y)[:4])
+    return _loss(*_validate.batch_of("loss", params, x, y, where)[:5])
 
 
-def value_and_grad(params, x, y):
+def value_and_grad(params, x, y, *, where=None):
     """``(loss(params, x, y), grad(params, x, y))`` in one pass."""
-    return _value_and_grad(*_validate.batch_of("value_and_grad", params, x, y)[:4])
+    return _value_and_grad(*_validate.batch_of("value_and_grad", params, x, y, where)[:5])
 
 
-def grad(params, x, y):
+def grad(params, x, y, *, where=None):
     """Gradient of :func:`loss` with respect to ``params``.
 
     Returns a tuple of :class:`Dense` with the shapes and dtype of ``params``,
@@ -181,10 +189,10 @@ def grad(params, x, y):
     >>> jax.tree.map(jnp.shape, g) == jax.tree.map(jnp.shape, params)
     True
     """
-    return _grad(*_validate.batch_of("grad", params, x, y)[:4])
+    return _grad(*_validate.batch_of("grad", params, x, y, where)[:5])
 
 
-def per_example_grads(params, x, y):
+def per_example_grads(params, x, y, *, where=None):
     """Each example's gradient of its own (unreduced) loss.
 
     Returns the params tree with a leading ``(B,)`` axis on every leaf: leaf
@@ -192,4 +200,4 @@ def per_example_grads(params, x, y):
     the format ``optax.contrib.differentially_private_aggregate`` takes. For a
     single example ``x`` of shape ``(d_in,)`` there is no leading axis.
     """
-    return _per_example_grads(*_validate.batch_of("per_example_grads", params, x, y)[:4])
+    return _per_example_grads(*_validate.batch_of("per_example_grads", params, x, y, where)[:5])

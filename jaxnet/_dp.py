@@ -23,15 +23,15 @@ class ClipStats(NamedTuple):
 
 
 @_api._compiled
-def _clipped(params, x, y, single, l2_norm_clip):
+def _clipped(params, x, y, where, single, l2_norm_clip):
     dtype = params[0].w.dtype
-    p, xb, yb = _validate.prepare(params, x, y, single)
-    grads, norms = _kernels.clipped_mean_grad(p, xb, yb, l2_norm_clip.astype(xb.dtype))
+    p, xb, yb, weight = _validate.prepare(params, x, y, where, single)
+    grads, norms = _kernels.clipped_mean_grad(p, xb, yb, l2_norm_clip.astype(xb.dtype), weight)
     stats = ClipStats(norms.astype(dtype), jnp.sum(norms > l2_norm_clip).astype(jnp.int32))
     return _api._outputs(grads, dtype, False), stats._replace(norms=stats.norms[0] if single else stats.norms)
 
 
-def clipped_mean_grad(params, x, y, l2_norm_clip, *, noise_multiplier=0.0, key=None):
+def clipped_mean_grad(params, x, y, l2_norm_clip, *, noise_multiplier=0.0, key=None, where=None):
     """Mean of per-example gradients, each clipped to global L2 norm ``l2_norm_clip``.
 
     Equal to ``optax.contrib.differentially_private_aggregate(l2_norm_clip, 0.0)``
@@ -47,6 +47,8 @@ def clipped_mean_grad(params, x, y, l2_norm_clip, *, noise_multiplier=0.0, key=N
       l2_norm_clip: positive scalar.
       noise_multiplier: ratio of the noise standard deviation to the clip norm.
       key: a ``jax.random`` key, required when ``noise_multiplier`` is not 0.
+      where: optional (B,) bool mask; masked examples contribute nothing
+        (their norm is reported as 0) and B counts only the others.
 
     Returns:
       ``(grads, ClipStats(norms, num_clipped))``; grads has the params'
@@ -59,18 +61,18 @@ def clipped_mean_grad(params, x, y, l2_norm_clip, *, noise_multiplier=0.0, key=N
     >>> stats.norms.shape
     (4,)
     """
-    batch = _validate.batch_of("clipped_mean_grad", params, x, y)
+    batch = _validate.batch_of("clipped_mean_grad", params, x, y, where)
     clip = jnp.asarray(l2_norm_clip)
     if clip.shape != () or not jnp.issubdtype(clip.dtype, jnp.number) or jnp.issubdtype(clip.dtype, jnp.complexfloating):
         raise ValueError(f"clipped_mean_grad: l2_norm_clip must be a real scalar, got shape {clip.shape} dtype {clip.dtype}")
     if not isinstance(clip, jax.core.Tracer) and not float(clip) > 0:
         raise ValueError(f"clipped_mean_grad: l2_norm_clip must be positive, got {float(clip)}")
-    grads, stats = _clipped(*batch[:4], clip.astype(_validate.compute_dtype(batch.dtype)))
+    grads, stats = _clipped(*batch[:5], clip.astype(_validate.compute_dtype(batch.dtype)))
     if key is None:
         if not isinstance(noise_multiplier, jax.core.Tracer) and float(noise_multiplier) != 0:
             raise ValueError("clipped_mean_grad: noise_multiplier is not 0, so a PRNG key is required (key=...)")
         return grads, stats
-    n = 1 if batch.single else batch.x.shape[0]
+    n = 1 if batch.single else (batch.x.shape[0] if where is None else jnp.sum(batch.where))
     return add_noise(key, grads, clip * noise_multiplier / n), stats
 
 

@@ -60,12 +60,13 @@ def use_unrolled(params):
 # ------------------------------------------------------------------ unrolled form
 
 
-def _unrolled_pass(params, cols, label, with_loss):
+def _unrolled_pass(params, cols, label, with_loss, weight=None):
     """Forward and backward pass with one array per unit, all of one shape.
 
     Args:
       cols: ``d_in`` arrays, the input features.
       label: an int array of labels, or a list of ``C`` probability arrays.
+      weight: None, or a 0/1 array masking examples out (``where``).
 
     Returns:
       ``(layers, loss)``: ``layers[l] = (inputs, deltas)`` as lists of arrays,
@@ -93,6 +94,9 @@ def _unrolled_pass(params, cols, label, with_loss):
         delta = [e * inv - (label == s).astype(e.dtype) for s, e in enumerate(exps)]
         picked = sum(jnp.where(label == s, z, 0) for s, z in enumerate(logits))
         loss = top + jnp.log(total) - picked if with_loss else None
+    if weight is not None:  # a masked example has zero delta, so no gradient, and no loss
+        delta = [d * weight for d in delta]
+        loss = loss * weight if with_loss else None
     layers = [None] * len(params)
     for l in reversed(range(len(params))):
         layers[l] = (hs[l], delta)
@@ -128,7 +132,7 @@ def _lane_reduce_jvp(primals, tangents):
     return _lane_reduce(terms), tuple(jnp.sum(t, axis=1) for t in dterms)
 
 
-def _lane_sums(params, x, y, lanes, with_loss, l2_norm_clip=None):
+def _lane_sums(params, x, y, lanes, with_loss, l2_norm_clip=None, weight=None):
     """Sums over the batch of every gradient term (and the loss), one fused reduce.
 
     With ``l2_norm_clip``, each example's deltas are first scaled by
@@ -136,7 +140,8 @@ def _lane_sums(params, x, y, lanes, with_loss, l2_norm_clip=None):
     """
     cols = _lane_columns(x, lanes)
     label = y.reshape(lanes, -1) if y.ndim == 1 else _lane_columns(y, lanes)
-    layers, loss = _unrolled_pass(params, cols, label, with_loss)
+    lane_weight = None if weight is None else weight.reshape(lanes, -1)
+    layers, loss = _unrolled_pass(params, cols, label, with_loss, lane_weight)
     norms = None
     if l2_norm_clip is not None:
         # |outer(h, delta)|^2 + |delta|^2 = (|h|^2 + 1) |delta|^2, per layer.
@@ -155,16 +160,19 @@ def _lane_sums(params, x, y, lanes, with_loss, l2_norm_clip=None):
     return jnp.sum(jnp.stack(sums), axis=1), norms
 
 
-def _unrolled_sums(params, x, y, with_loss, l2_norm_clip=None):
-    """All gradient sums over the batch, divided by B, and the clip norms if asked."""
+def _unrolled_sums(params, x, y, with_loss, l2_norm_clip=None, weight=None):
+    """All gradient sums over the batch, divided by the example count, and the clip norms if asked."""
     batch = x.shape[0]
     main = batch - batch % LANES
+    w = (lambda sl: None) if weight is None else (lambda sl: weight[sl])
     parts = []
     if main:
-        parts.append(_lane_sums(params, x[:main], y[:main], LANES, with_loss, l2_norm_clip))
+        head = slice(0, main)
+        parts.append(_lane_sums(params, x[head], y[head], LANES, with_loss, l2_norm_clip, w(head)))
     if main < batch:  # the last batch % LANES examples, one lane each
-        parts.append(_lane_sums(params, x[main:], y[main:], batch - main, with_loss, l2_norm_clip))
-    sums = sum(p[0] for p in parts) / batch
+        tail = slice(main, batch)
+        parts.append(_lane_sums(params, x[tail], y[tail], batch - main, with_loss, l2_norm_clip, w(tail)))
+    sums = sum(p[0] for p in parts) / _reference.count(batch, weight)
     norms = jnp.concatenate([p[1] for p in parts]) if l2_norm_clip is not None else None
     return sums, norms
 
@@ -178,20 +186,20 @@ def _unflatten(params, sums):
     return tuple(grads)
 
 
-def _unrolled_value_and_grad(params, x, y, with_loss=True):
-    sums, _ = _unrolled_sums(params, x, y, with_loss)
+def _unrolled_value_and_grad(params, x, y, with_loss=True, weight=None):
+    sums, _ = _unrolled_sums(params, x, y, with_loss, weight=weight)
     return (sums[-1] if with_loss else None), _unflatten(params, sums)
 
 
-def _unrolled_clipped(params, x, y, l2_norm_clip):
-    sums, norms = _unrolled_sums(params, x, y, False, l2_norm_clip)
+def _unrolled_clipped(params, x, y, l2_norm_clip, weight=None):
+    sums, norms = _unrolled_sums(params, x, y, False, l2_norm_clip, weight)
     return _unflatten(params, sums), norms
 
 
-def _unrolled_per_example(params, x, y):
+def _unrolled_per_example(params, x, y, weight=None):
     cols = [x[:, i] for i in range(x.shape[1])]
     label = y if y.ndim == 1 else [y[:, s] for s in range(y.shape[1])]
-    layers, _ = _unrolled_pass(params, cols, label, with_loss=False)
+    layers, _ = _unrolled_pass(params, cols, label, False, weight)
     inputs = [x] + [jnp.stack(h, axis=-1) for h, _ in layers[1:]]
     deltas = [jnp.stack(d, axis=-1) for _, d in layers]
     # Materialise the (B, width) inputs and deltas once; without the barrier
@@ -203,29 +211,34 @@ def _unrolled_per_example(params, x, y):
 # ------------------------------------------------------------------ dispatch
 
 
-def value_and_grad(params, x, y):
-    """Mean loss and gradient.  x: (B, d_in), y: (B,) int or (B, C), compute dtype."""
+# Every function takes validated inputs (x: (B, d_in), y: (B,) int or (B, C),
+# compute dtype) and ``weight``: None, or a (B,) 0/1 mask; means are then
+# over the unmasked examples.
+
+
+def value_and_grad(params, x, y, weight=None):
+    """Mean loss and gradient."""
     if use_unrolled(params):
-        return _unrolled_value_and_grad(params, x, y)
-    return _reference.value_and_grad(params, x, y)
+        return _unrolled_value_and_grad(params, x, y, weight=weight)
+    return _reference.value_and_grad(params, x, y, weight)
 
 
-def grad(params, x, y):
+def grad(params, x, y, weight=None):
     """Mean gradient, without the loss."""
     if use_unrolled(params):
-        return _unrolled_value_and_grad(params, x, y, with_loss=False)[1]
-    return _reference.value_and_grad(params, x, y)[1]
+        return _unrolled_value_and_grad(params, x, y, with_loss=False, weight=weight)[1]
+    return _reference.value_and_grad(params, x, y, weight)[1]
 
 
-def per_example_grads(params, x, y):
-    """Params tree with a leading (B,) axis on every leaf."""
+def per_example_grads(params, x, y, weight=None):
+    """Params tree with a leading (B,) axis on every leaf; masked rows are zero."""
     if use_unrolled(params):
-        return _unrolled_per_example(params, x, y)
-    return _reference.per_example_grads(params, x, y)
+        return _unrolled_per_example(params, x, y, weight)
+    return _reference.per_example_grads(params, x, y, weight)
 
 
-def clipped_mean_grad(params, x, y, l2_norm_clip):
+def clipped_mean_grad(params, x, y, l2_norm_clip, weight=None):
     """Mean of clipped per-example gradients, and the (B,) per-example norms."""
     if use_unrolled(params):
-        return _unrolled_clipped(params, x, y, l2_norm_clip)
-    return _reference.clipped_mean_grad(params, x, y, l2_norm_clip)
+        return _unrolled_clipped(params, x, y, l2_norm_clip, weight)
+    return _reference.clipped_mean_grad(params, x, y, l2_norm_clip, weight)

@@ -39,18 +39,26 @@ def per_example_loss(params, x, y):
     return _layers.softmax_cross_entropy(forward(params, x), y)
 
 
-def _deltas(params, x, y):
+def count(batch, weight):
+    """Number of examples a mean is over: B, or the unmasked ones."""
+    return batch if weight is None else jnp.sum(weight)
+
+
+def _deltas(params, x, y, weight=None):
     hs, logits, pres = activations(params, x)
     delta = _layers.softmax_cross_entropy_backward(logits, y)
+    if weight is not None:  # masked examples (where=False) have zero delta
+        delta = delta * weight[:, None]
     return hs, logits, pres, delta
 
 
-def value_and_grad(params, x, y):
+def value_and_grad(params, x, y, weight=None):
     """Mean loss and its gradient, the delta recursion in matrix form."""
-    hs, logits, pres, delta = _deltas(params, x, y)
-    batch = x.shape[0]
-    loss = jnp.sum(_layers.softmax_cross_entropy(logits, y)) / batch
-    delta = delta / batch
+    hs, logits, pres, delta = _deltas(params, x, y, weight)
+    n = count(x.shape[0], weight)
+    losses = _layers.softmax_cross_entropy(logits, y)
+    loss = jnp.sum(losses if weight is None else losses * weight) / n
+    delta = delta / n
     grads = [None] * len(params)
     for l in reversed(range(len(params))):
         dw, db, back = _layers.dense_backward(hs[l], params[l].w, delta)
@@ -60,9 +68,9 @@ def value_and_grad(params, x, y):
     return loss, tuple(grads)
 
 
-def per_example_grads(params, x, y):
+def per_example_grads(params, x, y, weight=None):
     """Each example's own gradient: every leaf gains a leading (B,) axis."""
-    hs, logits, pres, delta = _deltas(params, x, y)
+    hs, logits, pres, delta = _deltas(params, x, y, weight)
     grads = [None] * len(params)
     for l in reversed(range(len(params))):
         grads[l] = Dense(*_layers.dense_backward_per_example(hs[l], delta))
@@ -72,21 +80,22 @@ def per_example_grads(params, x, y):
     return tuple(grads)
 
 
-def input_grads(params, x, y):
+def input_grads(params, x, y, weight=None):
     """Derivatives of the mean loss in the inputs.
 
     Returns ``(dx, dy)``: dx of shape (B, d_in) is ``delta1 @ W1.T / B``; dy
     of shape (B, C) is ``-log softmax(a) / B`` for probability labels, None
     for integer labels.
     """
-    hs, logits, pres, delta = _deltas(params, x, y)
-    batch = x.shape[0]
+    hs, logits, pres, delta = _deltas(params, x, y, weight)
+    n = count(x.shape[0], weight)
     for l in reversed(range(1, len(params))):
         delta = _layers.relu_backward(pres[l - 1], _layers.dense_back(params[l].w, delta))
-    dx = _layers.dense_back(params[0].w, delta) / batch
+    dx = _layers.dense_back(params[0].w, delta) / n
     if jnp.issubdtype(y.dtype, jnp.integer):
         return dx, None
-    return dx, _layers.softmax_cross_entropy_label_grad(logits) / batch
+    dy = _layers.softmax_cross_entropy_label_grad(logits) / n
+    return dx, dy if weight is None else dy * weight[:, None]
 
 
 def clip_multipliers(sq_norms, l2_norm_clip):
@@ -95,14 +104,14 @@ def clip_multipliers(sq_norms, l2_norm_clip):
     return norms, jnp.where(norms > l2_norm_clip, l2_norm_clip / norms, 1)
 
 
-def clipped_mean_grad(params, x, y, l2_norm_clip):
+def clipped_mean_grad(params, x, y, l2_norm_clip, weight=None):
     """Mean of per-example gradients clipped to global L2 norm, and the norms.
 
     Example n's gradient for layer l is ``outer(h_l[n], delta_l[n])`` and
     ``delta_l[n]``, so its squared norm is ``(|h_l[n]|^2 + 1) |delta_l[n]|^2``
     summed over layers: the per-example gradients are never formed.
     """
-    hs, logits, pres, delta = _deltas(params, x, y)
+    hs, logits, pres, delta = _deltas(params, x, y, weight)
     deltas = [None] * len(params)
     for l in reversed(range(len(params))):
         deltas[l] = delta
@@ -110,9 +119,9 @@ def clipped_mean_grad(params, x, y, l2_norm_clip):
             delta = _layers.relu_backward(pres[l - 1], _layers.dense_back(params[l].w, delta))
     sq = sum((jnp.sum(h * h, axis=1) + 1) * jnp.sum(d * d, axis=1) for h, d in zip(hs, deltas))
     norms, scale = clip_multipliers(sq, l2_norm_clip)
-    batch = x.shape[0]
+    n = count(x.shape[0], weight)
     grads = []
     for h, d, layer in zip(hs, deltas, params):
-        dw, db, _ = _layers.dense_backward(h, layer.w, d * (scale / batch)[:, None])
+        dw, db, _ = _layers.dense_backward(h, layer.w, d * (scale / n)[:, None])
         grads.append(Dense(dw, db))
     return tuple(grads), norms

@@ -20,6 +20,7 @@ class Batch(NamedTuple):
     params: tuple  # tuple of Dense
     x: jax.Array  # (B, d_in) or (d_in,), real
     y: jax.Array  # (B,) / () integer labels, or (B, C) / (C,) float probabilities
+    where: jax.Array | None  # (B,) / () bool: False masks an example out
     single: bool  # the caller passed one example; outputs drop the batch axis
     dtype: jnp.dtype  # params dtype, the dtype of every output
 
@@ -88,8 +89,8 @@ def cast_params(params, dtype):
     return tuple(Dense(l.w.astype(dtype), l.b.astype(dtype)) for l in params)
 
 
-def batch_of(fn, params, x, y):
-    """Validate ``(params, x, y)`` and return a :class:`Batch`."""
+def batch_of(fn, params, x, y, where=None):
+    """Validate ``(params, x, y, where)`` and return a :class:`Batch`."""
     params = params_of(fn, params)
     classes = params[-1].w.shape[1]
     dtype = params[0].w.dtype
@@ -122,13 +123,33 @@ def batch_of(fn, params, x, y):
             f"shape {batch + (classes,)}, got dtype {y.dtype}"
         )
 
-    return Batch(params, x, y, single, dtype)
+    if where is not None:
+        where = jnp.asarray(where)
+        if where.dtype != jnp.bool_ or where.shape != batch:
+            raise ValueError(
+                f"{fn}: where must be a bool mask of shape {batch} to match x of shape {x.shape}, "
+                f"got shape {where.shape} dtype {where.dtype}"
+            )
+    return Batch(params, x, y, where, single, dtype)
 
 
-def prepare(params, x, y, single):
-    """Compute form of validated inputs: batched, in the compute dtype, int32 labels."""
+def prepare(params, x, y, where, single):
+    """Compute form of validated inputs.
+
+    Returns ``(params, x, y, weight)``: batched, in the compute dtype, int32
+    labels, and ``weight`` None or the (B,) 0/1 mask. Masked rows of x and y
+    are zeroed, so that a NaN or an out-of-range label there cannot leak
+    into the result.
+    """
     cdtype = compute_dtype(params[0].w.dtype)
     if single:
         x, y = x[None], y[None]
+        where = None if where is None else where[None]
     y = y.astype(jnp.int32) if jnp.issubdtype(y.dtype, jnp.integer) else y.astype(cdtype)
-    return cast_params(params, cdtype), x.astype(cdtype), y
+    x = x.astype(cdtype)
+    weight = None
+    if where is not None:
+        x = jnp.where(where[:, None], x, 0)
+        y = jnp.where(where if y.ndim == 1 else where[:, None], y, 0)
+        weight = where.astype(cdtype)
+    return cast_params(params, cdtype), x, y, weight
