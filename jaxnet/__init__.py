@@ -9,6 +9,7 @@
 """
 
 from jaxnet._api import forward, grad, loss, per_example_grads, per_example_loss, value_and_grad
+from jaxnet._checks import checked, value_checks
 from jaxnet._dp import ClipStats, add_noise, clipped_mean_grad
 from jaxnet._kernels import CPU_COMPILER_OPTIONS
 from jaxnet._params import SEED_SIZES, Dense, init
@@ -19,6 +20,7 @@ __all__ = [
     "ClipStats",
     "Dense",
     "add_noise",
+    "checked",
     "clipped_mean_grad",
     "forward",
     "grad",
@@ -27,5 +29,6 @@ __all__ = [
     "per_example_grads",
     "per_example_loss",
     "value_and_grad",
+    "value_checks",
 ]
 __version__ = "0.1.0"

@@ -27,7 +27,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxnet import _kernels, _reference, _validate
+from jaxnet import _checks, _kernels, _reference, _validate
 
 
 def _compiled(impl):
@@ -39,13 +39,19 @@ def _compiled(impl):
     ``jax.jit`` or ``jax.vmap`` a plain jit is used, and the user's own
     options apply.
     """
-    nested = jax.jit(impl, static_argnums=4)
+
+    def impl_checked(params, x, y, where, single, checkify_values, *arrays):
+        if checkify_values:
+            _checks.in_jit(impl.__name__.lstrip("_"), params, x, y, where)
+        return impl(params, x, y, where, single, *arrays)
+
+    nested = jax.jit(impl_checked, static_argnums=(4, 5))
     top_level = {}
 
     @functools.wraps(impl)
     def call(params, x, y, where, single, *arrays):
         if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves((params, x, y, where, arrays))):
-            return nested(params, x, y, where, single, *arrays)
+            return nested(params, x, y, where, single, _checks.checkify_enabled(), *arrays)
         backend = jax.default_backend()
         if backend not in top_level:
             options = _kernels.CPU_COMPILER_OPTIONS if backend == "cpu" else None

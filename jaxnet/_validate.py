@@ -11,6 +11,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxnet import _checks
 from jaxnet._params import Dense
 
 
@@ -130,7 +131,9 @@ def batch_of(fn, params, x, y, where=None):
                 f"{fn}: where must be a bool mask of shape {batch} to match x of shape {x.shape}, "
                 f"got shape {where.shape} dtype {where.dtype}"
             )
-    return Batch(params, x, y, where, single, dtype)
+    batch = Batch(params, x, y, where, single, dtype)
+    _checks.eager(fn, batch)
+    return batch
 
 
 def prepare(params, x, y, where, single):

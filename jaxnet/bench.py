@@ -341,21 +341,27 @@ def table(rows):
     return "\n".join(lines)
 
 
-def eager_overhead(key, batch=2**10, repeats=50):
-    """Seconds per call of un-jitted ``jaxnet.grad`` and of ``jax.jit(jaxnet.grad)`` at a small batch."""
+def eager_overhead(key, batches=(2**10, 2**20), repeats=21):
+    """Seconds per call of ``jaxnet.grad`` un-jitted (with and without value checks) and jitted."""
+    from jaxnet import _checks
+
     params = _params.init(key, _params.SEED_SIZES)
-    x = jnp.ones((batch, 2), jnp.float32)
-    y = jnp.zeros((batch,), jnp.int32)
     jitted = jax.jit(_api.grad)
     out = {}
-    for name, fn in (("eager", _api.grad), ("jit", jitted)):
-        jax.block_until_ready(fn(params, x, y))
-        ts = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(fn(params, x, y))
-            ts.append(time.perf_counter() - start)
-        out[name] = statistics.median(ts)
+    for batch in batches:
+        x = jax.random.normal(jax.random.fold_in(key, batch), (batch, 2), jnp.float32)
+        y = jax.random.randint(jax.random.fold_in(key, batch + 1), (batch,), 0, 3, jnp.int32)
+
+        def unchecked(*args):
+            with _checks.value_checks(False):
+                return _api.grad(*args)
+
+        methods = [
+            _Method("un-jitted, value checks on", lambda: jax.block_until_ready(_api.grad(params, x, y)), None, ()),
+            _Method("un-jitted, value checks off", lambda: jax.block_until_ready(unchecked(params, x, y)), None, ()),
+            _Method("jax.jit", lambda: jax.block_until_ready(jitted(params, x, y)), None, ()),
+        ]
+        out[batch] = _time_interleaved(methods, repeats)
     return out
 
 
