@@ -49,6 +49,9 @@ UNROLL_MAX_PARAMS = 160
 LANES = 128
 """Independent partial sums per gradient entry in the unrolled mean gradient."""
 
+CHUNK = 2**13
+"""Examples per step when the matrix form streams a large batch."""
+
 CPU_COMPILER_OPTIONS = {"xla_cpu_enable_fast_math": True}
 """``jax.jit(..., compiler_options=CPU_COMPILER_OPTIONS)`` vectorises the unrolled reduce on CPU."""
 
@@ -208,6 +211,39 @@ def _unrolled_per_example(params, x, y, weight=None):
     return tuple(Dense(h[:, :, None] * d[:, None, :], d) for h, d in zip(inputs, deltas))
 
 
+# ------------------------------------------------------------------ streaming
+
+
+def _streamed(fn, x, y, weight):
+    """Sum of ``fn(x_chunk, y_chunk, weight_chunk)`` over chunks of ``CHUNK`` examples.
+
+    The matrix form's workspace grows with the batch (its activations and
+    deltas are (B, width)); a loop over fixed-size chunks, sliced straight
+    from x and y, keeps it at one chunk's. The unrolled form needs none of
+    this: it is one fused pass with no per-example buffers.
+    """
+    batch = x.shape[0]
+    steps, rest = divmod(batch, CHUNK)
+    if steps <= 1:
+        return fn(x, y, weight)
+    take = lambda a, i: None if a is None else lax.dynamic_slice_in_dim(a, i * CHUNK, CHUNK)
+
+    def body(i, acc):
+        return jax.tree.map(jnp.add, acc, fn(take(x, i), take(y, i), take(weight, i)))
+
+    first = fn(take(x, 0), take(y, 0), take(weight, 0))
+    total = lax.fori_loop(1, steps, body, first)
+    if rest:
+        tail = slice(steps * CHUNK, batch)
+        total = jax.tree.map(jnp.add, total, fn(x[tail], y[tail], None if weight is None else weight[tail]))
+    return total
+
+
+def _matrix_value_and_grad(params, x, y, weight):
+    n = _reference.count(x.shape[0], weight)
+    return _streamed(lambda xc, yc, wc: _reference.value_and_grad(params, xc, yc, wc, n), x, y, weight)
+
+
 # ------------------------------------------------------------------ dispatch
 
 
@@ -220,14 +256,14 @@ def value_and_grad(params, x, y, weight=None):
     """Mean loss and gradient."""
     if use_unrolled(params):
         return _unrolled_value_and_grad(params, x, y, weight=weight)
-    return _reference.value_and_grad(params, x, y, weight)
+    return _matrix_value_and_grad(params, x, y, weight)
 
 
 def grad(params, x, y, weight=None):
     """Mean gradient, without the loss."""
     if use_unrolled(params):
         return _unrolled_value_and_grad(params, x, y, with_loss=False, weight=weight)[1]
-    return _reference.value_and_grad(params, x, y, weight)[1]
+    return _matrix_value_and_grad(params, x, y, weight)[1]
 
 
 def per_example_grads(params, x, y, weight=None):

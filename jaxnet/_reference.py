@@ -52,10 +52,14 @@ def _deltas(params, x, y, weight=None):
     return hs, logits, pres, delta
 
 
-def value_and_grad(params, x, y, weight=None):
-    """Mean loss and its gradient, the delta recursion in matrix form."""
+def value_and_grad(params, x, y, weight=None, n=None):
+    """Mean loss and its gradient, the delta recursion in matrix form.
+
+    ``n`` (default: the example count) is what the sums are divided by; a
+    caller streaming over chunks passes the whole batch's count.
+    """
     hs, logits, pres, delta = _deltas(params, x, y, weight)
-    n = count(x.shape[0], weight)
+    n = count(x.shape[0], weight) if n is None else n
     losses = _layers.softmax_cross_entropy(logits, y)
     loss = jnp.sum(losses if weight is None else losses * weight) / n
     delta = delta / n
@@ -104,7 +108,7 @@ def clip_multipliers(sq_norms, l2_norm_clip):
     return norms, jnp.where(norms > l2_norm_clip, l2_norm_clip / norms, 1)
 
 
-def clipped_mean_grad(params, x, y, l2_norm_clip, weight=None):
+def clipped_mean_grad(params, x, y, l2_norm_clip, weight=None, n=None):
     """Mean of per-example gradients clipped to global L2 norm, and the norms.
 
     Example n's gradient for layer l is ``outer(h_l[n], delta_l[n])`` and
@@ -119,7 +123,7 @@ def clipped_mean_grad(params, x, y, l2_norm_clip, weight=None):
             delta = _layers.relu_backward(pres[l - 1], _layers.dense_back(params[l].w, delta))
     sq = sum((jnp.sum(h * h, axis=1) + 1) * jnp.sum(d * d, axis=1) for h, d in zip(hs, deltas))
     norms, scale = clip_multipliers(sq, l2_norm_clip)
-    n = count(x.shape[0], weight)
+    n = count(x.shape[0], weight) if n is None else n
     grads = []
     for h, d, layer in zip(hs, deltas, params):
         dw, db, _ = _layers.dense_backward(h, layer.w, d * (scale / n)[:, None])

@@ -63,3 +63,28 @@ def test_nan_input_propagates_under_cpu_compiler_options():
         got = fn(params, x, y)
         for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             assert (jnp.isnan(g) == jnp.isnan(w)).all()
+
+
+@pytest.mark.parametrize("batch", [3 * _kernels.CHUNK, 2 * _kernels.CHUNK + 77])
+def test_streamed_matrix_form_matches_one_pass(batch):
+    sizes = (5, 16, 8, 8, 4)
+    params = oracle.random_params(jax.random.key(0), sizes)
+    x, y = oracle.random_batch(jax.random.key(1), batch, sizes, soft=True)
+    where = jax.random.bernoulli(jax.random.key(2), 0.7, (batch,))
+    weight = where.astype(x.dtype)
+    want_loss, want = _reference.value_and_grad(params, x, y, weight)
+    got_loss, got = jax.jit(_kernels.value_and_grad)(params, x, y, weight)
+    assert oracle.rel_err(got, want) <= TOL64
+    assert abs(float(got_loss - want_loss)) <= TOL64 * abs(float(want_loss))
+
+
+def test_mean_gradient_workspace_does_not_grow_with_the_batch():
+    """XLA's temp buffer for jax.jit(jaxnet.grad) is the same at 2^16 and 2^22 examples."""
+    for sizes in (jaxnet.SEED_SIZES, (2, 64, 3)):
+        params = jaxnet.init(jax.random.key(0), sizes)
+        temp = []
+        for batch in (2**16, 2**22):
+            x = jax.ShapeDtypeStruct((batch, sizes[0]), jnp.float32)
+            y = jax.ShapeDtypeStruct((batch,), jnp.int32)
+            temp.append(jax.jit(jaxnet.grad).lower(params, x, y).compile().memory_analysis().temp_size_in_bytes)
+        assert temp[1] <= temp[0] + 2**16, (sizes, temp)
