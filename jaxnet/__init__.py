@@ -13,6 +13,7 @@ from jaxnet._checks import checked, value_checks
 from jaxnet._dp import ClipStats, add_noise, clipped_mean_grad
 from jaxnet._kernels import CPU_COMPILER_OPTIONS
 from jaxnet._params import SEED_SIZES, Dense, init
+from jaxnet._shard import batch_mesh, shard_batch
 
 __all__ = [
     "CPU_COMPILER_OPTIONS",
@@ -20,6 +21,7 @@ __all__ = [
     "ClipStats",
     "Dense",
     "add_noise",
+    "batch_mesh",
     "checked",
     "clipped_mean_grad",
     "forward",
@@ -28,6 +30,7 @@ __all__ = [
     "loss",
     "per_example_grads",
     "per_example_loss",
+    "shard_batch",
     "value_and_grad",
     "value_checks",
 ]

@@ -218,21 +218,30 @@ def _streamed(fn, x, y, weight):
     """Sum of ``fn(x_chunk, y_chunk, weight_chunk)`` over chunks of ``CHUNK`` examples.
 
     The matrix form's workspace grows with the batch (its activations and
-    deltas are (B, width)); a loop over fixed-size chunks, sliced straight
-    from x and y, keeps it at one chunk's. The unrolled form needs none of
-    this: it is one fused pass with no per-example buffers.
+    deltas are (B, width)); a loop over fixed-size chunks keeps it at one
+    chunk's. The unrolled form needs none of this: it is one fused pass with
+    no per-example buffers.
+
+    When ``CHUNK`` divides the batch, chunk ``i`` takes examples ``i, i +
+    steps, i + 2 steps, ...``: a view ``(CHUNK, steps)`` of the batch axis
+    indexed along its minor axis. A batch sharded over devices then splits
+    along the major axis, so every device streams through its own shard and
+    nothing is gathered (sums do not care about order). Otherwise the chunks
+    are contiguous slices, and a sharded batch may be gathered.
     """
     batch = x.shape[0]
     steps, rest = divmod(batch, CHUNK)
     if steps <= 1:
         return fn(x, y, weight)
-    take = lambda a, i: None if a is None else lax.dynamic_slice_in_dim(a, i * CHUNK, CHUNK)
-
-    def body(i, acc):
-        return jax.tree.map(jnp.add, acc, fn(take(x, i), take(y, i), take(weight, i)))
-
-    first = fn(take(x, 0), take(y, 0), take(weight, 0))
-    total = lax.fori_loop(1, steps, body, first)
+    if rest == 0:
+        view = lambda a: None if a is None else a.reshape((CHUNK, steps) + a.shape[1:])
+        take = lambda a, i: None if a is None else lax.dynamic_index_in_dim(a, i, axis=1, keepdims=False)
+        xv, yv, wv = view(x), view(y), view(weight)
+        chunk = lambda i: fn(take(xv, i), take(yv, i), take(wv, i))
+    else:
+        take = lambda a, i: None if a is None else lax.dynamic_slice_in_dim(a, i * CHUNK, CHUNK)
+        chunk = lambda i: fn(take(x, i), take(y, i), take(weight, i))
+    total = lax.fori_loop(1, steps, lambda i, acc: jax.tree.map(jnp.add, acc, chunk(i)), chunk(0))
     if rest:
         tail = slice(steps * CHUNK, batch)
         total = jax.tree.map(jnp.add, total, fn(x[tail], y[tail], None if weight is None else weight[tail]))

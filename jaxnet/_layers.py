@@ -46,9 +46,18 @@ def dense_backward(h, w, delta):
     Returns ``(dw, db, back)`` with ``dw = h.T @ delta``, ``db = sum(delta)``
     and ``back = delta @ w.T`` (before the ReLU mask of the layer below).
     """
-    dw = jnp.matmul(h.T, delta, precision=_HIGHEST)
+    dw = jnp.matmul(h.T, delta, precision=_HIGHEST, out_sharding=_replicated_if_batch_sharded(h))
     db = jnp.sum(delta, axis=0)
     return dw, db, dense_back(w, delta)
+
+
+def _replicated_if_batch_sharded(h):
+    """On a mesh with Explicit axes, a dot contracting over a sharded batch
+    must be told its output sharding: the weight gradient is replicated."""
+    spec = getattr(jax.typeof(h).sharding, "spec", None)
+    if spec and spec[0] is not None:
+        return jax.sharding.PartitionSpec()
+    return None
 
 
 def dense_back(w, delta):
