@@ -80,9 +80,14 @@ def _train(args):
     if args.dp_noise and args.dp_clip is None:
         print("jaxnet train: --dp-noise needs --dp-clip", file=sys.stderr)
         return 2
+    if args.devices > 1:
+        import jax
+
+        # On CPU, split the host into N devices; must happen before JAX starts its backend.
+        jax.config.update("jax_num_cpu_devices", args.devices)
     config = train.RunConfig(
         steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, seed=args.seed,
-        dp_clip=args.dp_clip, dp_noise=args.dp_noise,
+        dp_clip=args.dp_clip, dp_noise=args.dp_noise, devices=args.devices,
     )
     os.makedirs(args.out, exist_ok=True)
     checkpoint = os.path.join(args.out, "checkpoint.npz")
@@ -101,7 +106,7 @@ def _train(args):
 
     try:
         result = train.run(config, checkpoint=checkpoint, resume=args.resume, progress=progress)
-    except train.CheckpointError as e:
+    except (train.CheckpointError, ValueError) as e:
         print(f"jaxnet train: {e}", file=sys.stderr)
         return 1
     finally:
@@ -160,6 +165,7 @@ def main(argv=None):
     train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz up to --steps")
     train.add_argument("--dp-clip", type=float, default=None, help="DP-SGD: clip each example's gradient to this L2 norm")
     train.add_argument("--dp-noise", type=float, default=0.0, help="DP-SGD: noise multiplier (std = clip * noise / batch)")
+    train.add_argument("--devices", type=int, default=1, help="shard each batch over N devices (on CPU, splits the host into N)")
     train.add_argument("--dp-delta", type=float, default=1e-5, help="DP-SGD: delta for the reported epsilon")
     train.set_defaults(run=_train)
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ The step is thin: users bring their own ``optax.GradientTransformation``.
 ()
 """
 
+import functools
 import json
 import os
 import tempfile
@@ -169,7 +170,8 @@ def load_checkpoint(path, params_like, opt_state_like, config=None):
     except Exception as e:  # zip, npy header, JSON and key errors all mean the same to the user
         raise CheckpointError(f"checkpoint {path} is corrupt or not a jaxnet checkpoint ({type(e).__name__}: {e})") from None
     if config is not None:
-        diff = {k: (saved.get(k), v) for k, v in config.items() if k != "steps" and saved.get(k) != v}
+        # steps may grow on resume, and the device count does not change the maths
+        diff = {k: (saved.get(k), v) for k, v in config.items() if k not in ("steps", "devices") and saved.get(k) != v}
         if diff:
             detail = ", ".join(f"{k}: checkpoint has {a!r}, this run has {b!r}" for k, (a, b) in sorted(diff.items()))
             raise CheckpointError(f"checkpoint {path} was written by a different configuration ({detail})")
@@ -209,6 +211,7 @@ class RunConfig(NamedTuple):
     n_examples: int = 4000
     dp_clip: float | None = None
     dp_noise: float = 0.0
+    devices: int = 1  # shard each batch over this many devices (data parallel)
 
     def as_dict(self):
         d = self._asdict()
@@ -247,8 +250,18 @@ def run(config, *, checkpoint=None, resume=False, progress=None, log_every=10):
     dp = config.dp_clip is not None
     step_fn = make_step(tx, l2_norm_clip=config.dp_clip, noise_multiplier=config.dp_noise) if dp else make_step(tx)
     n_train = data.x_train.shape[0]
+    sharding = None
+    if config.devices > 1:
+        if config.devices > jax.device_count():
+            raise ValueError(f"devices: asked for {config.devices}, but only {jax.device_count()} are visible")
+        if config.batch_size % config.devices:
+            raise ValueError(f"batch_size {config.batch_size} must divide by devices {config.devices}")
+        from jaxnet._shard import batch_mesh
 
-    @_jit
+        mesh = batch_mesh(jax.devices()[: config.devices])
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+
+    @functools.partial(_jit, out_shardings=None if sharding is None else (sharding, sharding))
     def take(step):
         idx = batch_indices(k_batches, step, n_train, config.batch_size)
         return data.x_train[idx], data.y_train[idx]
