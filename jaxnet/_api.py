@@ -84,6 +84,17 @@ def _per_example_grads(params, x, y, where, single):
     return _outputs(grads, params[0].w.dtype, single)
 
 
+@functools.lru_cache(maxsize=None)
+def _per_example_grads_chunked(chunk_size):
+    @_compiled
+    def _per_example_grads(params, x, y, where, single):
+        p, xb, yb, weight = _validate.prepare(params, x, y, where, single)
+        grads = _kernels.per_example_grads_chunked(p, xb, yb, weight, chunk_size)
+        return _outputs(grads, params[0].w.dtype, single)
+
+    return _per_example_grads
+
+
 @_compiled
 def _per_example_loss(params, x, y, where, single):
     p, xb, yb, weight = _validate.prepare(params, x, y, where, single)
@@ -198,12 +209,24 @@ def grad(params, x, y, *, where=None):
     return _grad(*_validate.batch_of("grad", params, x, y, where)[:5])
 
 
-def per_example_grads(params, x, y, *, where=None):
+def per_example_grads(params, x, y, *, where=None, chunk_size=None):
     """Each example's gradient of its own (unreduced) loss.
 
     Returns the params tree with a leading ``(B,)`` axis on every leaf: leaf
     ``[n]`` is the gradient of ``per_example_loss(params, x, y)[n]``. This is
     the format ``optax.contrib.differentially_private_aggregate`` takes. For a
     single example ``x`` of shape ``(d_in,)`` there is no leading axis.
+
+    ``chunk_size`` (optional, a positive int) computes the batch in chunks of
+    that many examples with ``lax.map``: the same result, with the workspace
+    of one chunk rather than of the whole batch. It pays off for wide nets
+    only: on the seed net the whole batch's workspace is 4 MiB at 2^20
+    examples, and chunks of 2^16 cost 60% of the throughput (measured on 2
+    CPU cores; the loop writes each chunk's outputs into place).
     """
-    return _per_example_grads(*_validate.batch_of("per_example_grads", params, x, y, where)[:5])
+    batch = _validate.batch_of("per_example_grads", params, x, y, where)
+    if chunk_size is None:
+        return _per_example_grads(*batch[:5])
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"per_example_grads: chunk_size must be a positive int or None, got {chunk_size!r}")
+    return _per_example_grads_chunked(chunk_size)(*batch[:5])

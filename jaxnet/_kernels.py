@@ -287,3 +287,23 @@ def clipped_mean_grad(params, x, y, l2_norm_clip, weight=None):
     if use_unrolled(params):
         return _unrolled_clipped(params, x, y, l2_norm_clip, weight)
     return _reference.clipped_mean_grad(params, x, y, l2_norm_clip, weight)
+
+
+def per_example_grads_chunked(params, x, y, weight, chunk_size):
+    """:func:`per_example_grads` over chunks of ``chunk_size`` examples (``lax.map``).
+
+    The outputs are the same; the workspace (each layer's stacked inputs and
+    deltas) is one chunk's instead of the batch's.
+    """
+    batch = x.shape[0]
+    steps, rest = divmod(batch, chunk_size)
+    if steps <= 1:
+        return per_example_grads(params, x, y, weight)
+    main = steps * chunk_size
+    fold = lambda a: None if a is None else a[:main].reshape((steps, chunk_size) + a.shape[1:])
+    out = lax.map(lambda c: per_example_grads(params, *c), (fold(x), fold(y), fold(weight)))
+    out = jax.tree.map(lambda a: a.reshape((main,) + a.shape[2:]), out)
+    if rest:
+        tail = per_example_grads(params, x[main:], y[main:], None if weight is None else weight[main:])
+        out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, tail)
+    return out

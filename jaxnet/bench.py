@@ -26,6 +26,7 @@ and for per-example gradients the same three ``jaxnet`` rows for
     output bytes (every gradient leaf with a leading batch axis).
 """
 
+import functools
 import json
 import os
 import platform
@@ -44,6 +45,7 @@ from jaxnet import _api, _dp, _kernels, _params
 MEAN_BATCHES = (2**10, 2**14, 2**17, 2**20, 2**23)
 PER_EXAMPLE_BATCHES = (2**10, 2**14, 2**17, 2**20)
 DP_BATCHES = (2**14, 2**20)
+PER_EXAMPLE_CHUNK = 2**16
 DP_CLIP = 1.0
 
 
@@ -262,6 +264,7 @@ def run(
                 _jax_method("jaxnet", _api.per_example_grads, args),
                 _jax_method("jaxnet, CPU options", _api.per_example_grads, args, cpu_options),
                 _own_jit_method("jaxnet, un-jitted", _api.per_example_grads, args),
+                _jax_method(f"jaxnet, chunk_size=2^{PER_EXAMPLE_CHUNK.bit_length() - 1}", functools.partial(_api.per_example_grads, chunk_size=PER_EXAMPLE_CHUNK), args),
                 _jax_method("jax.vmap(jax.grad)", _autodiff_per_example, args),
                 _jax_method("write roofline", _write_roofline, args),
             ]

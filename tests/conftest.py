@@ -8,3 +8,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# Scripts run in their own processes by test_sharding.py (they own their device
+# count, or join a multi-process run); never import them here.
+collect_ignore_glob = ["multidevice/*"]

@@ -12,7 +12,7 @@ def test_bench_rows_table_and_json(tmp_path):
     methods = {(r.task, r.method) for r in rows}
     for task, names in {
         "mean": ["jaxnet", "jaxnet, CPU options", "jaxnet, un-jitted", "jax.grad", "read roofline", "numpy"],
-        "per_example": ["jaxnet", "jaxnet, CPU options", "jaxnet, un-jitted", "jax.vmap(jax.grad)", "write roofline"],
+        "per_example": ["jaxnet", "jaxnet, CPU options", "jaxnet, un-jitted", "jaxnet, chunk_size=2^16", "jax.vmap(jax.grad)", "write roofline"],
         "dp": ["jaxnet.clipped_mean_grad", "per_example_grads + optax aggregate"],
     }.items():
         for name in names:

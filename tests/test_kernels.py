@@ -89,3 +89,20 @@ def test_mean_gradient_workspace_does_not_grow_with_the_batch():
             y = jax.ShapeDtypeStruct((batch,), jnp.int32)
             temp.append(jax.jit(jaxnet.grad).lower(params, x, y).compile().memory_analysis().temp_size_in_bytes)
         assert temp[1] <= temp[0] + 2**16, (sizes, temp)
+
+
+@pytest.mark.parametrize("sizes,batch,chunk", [(jaxnet.SEED_SIZES, 1000, 128), (jaxnet.SEED_SIZES, 1024, 256), ((5, 16, 8, 8, 4), 300, 64)])
+def test_chunked_per_example_grads_equal_one_pass(sizes, batch, chunk):
+    params = oracle.random_params(jax.random.key(0), sizes)
+    x, y = oracle.random_batch(jax.random.key(1), batch, sizes)
+    where = jax.random.bernoulli(jax.random.key(2), 0.8, (batch,))
+    want = jaxnet.per_example_grads(params, x, y, where=where)
+    got = jax.jit(jaxnet.per_example_grads, static_argnames="chunk_size")(params, x, y, where=where, chunk_size=chunk)
+    assert oracle.rel_err(got, want) <= TOL64
+
+
+@pytest.mark.parametrize("chunk", [0, -3, 2.5, True])
+def test_bad_chunk_size_is_rejected(chunk):
+    params = jaxnet.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="chunk_size must be a positive int"):
+        jaxnet.per_example_grads(params, jnp.ones((4, 2)), jnp.zeros(4, jnp.int32), chunk_size=chunk)
