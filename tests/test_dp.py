@@ -1,6 +1,5 @@
 """DP-SGD: fused clipping equals optax's aggregate on per-example gradients."""
 
-import warnings
 
 import jax
 import jax.numpy as jnp
