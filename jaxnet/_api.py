@@ -78,18 +78,17 @@ def _grad(params, x, y, where, single):
     return _outputs(_kernels.grad(*_validate.prepare(params, x, y, where, single)), params[0].w.dtype, False)
 
 
-@_compiled
-def _per_example_grads(params, x, y, where, single):
-    grads = _kernels.per_example_grads(*_validate.prepare(params, x, y, where, single))
-    return _outputs(grads, params[0].w.dtype, single)
-
-
 @functools.lru_cache(maxsize=None)
-def _per_example_grads_chunked(chunk_size):
+def _per_example_grads(chunk_size):
+    """The compiled per-example kernel for ``chunk_size`` (None: one pass)."""
+
     @_compiled
     def _per_example_grads(params, x, y, where, single):
         p, xb, yb, weight = _validate.prepare(params, x, y, where, single)
-        grads = _kernels.per_example_grads_chunked(p, xb, yb, weight, chunk_size)
+        if chunk_size is None:
+            grads = _kernels.per_example_grads(p, xb, yb, weight)
+        else:
+            grads = _kernels.per_example_grads_chunked(p, xb, yb, weight, chunk_size)
         return _outputs(grads, params[0].w.dtype, single)
 
     return _per_example_grads
@@ -225,8 +224,6 @@ def per_example_grads(params, x, y, *, where=None, chunk_size=None):
     CPU cores; the loop writes each chunk's outputs into place).
     """
     batch = _validate.batch_of("per_example_grads", params, x, y, where)
-    if chunk_size is None:
-        return _per_example_grads(*batch[:5])
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"per_example_grads: chunk_size must be a positive int or None, got {chunk_size!r}")
-    return _per_example_grads_chunked(chunk_size)(*batch[:5])
+    return _per_example_grads(chunk_size)(*batch[:5])
