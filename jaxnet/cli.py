@@ -1,4 +1,4 @@
-"""The ``jaxnet`` command: ``check``, ``bench`` and ``train``."""
+"""The ``jaxnet`` command: ``check``, ``bench``, ``train`` and ``draw``."""
 
 import argparse
 import os
@@ -132,6 +132,36 @@ def _train(args):
     return 0
 
 
+def _draw(args):
+    import jax
+
+    import jaxnet
+    from jaxnet import plot, train
+
+    try:
+        if args.checkpoint:
+            params, _ = train.load_params(args.checkpoint)
+            source = args.checkpoint
+        else:
+            params = jaxnet.init(jax.random.key(args.seed), jaxnet.SEED_SIZES)
+            source = f"init, seed {args.seed}"
+        grads = None
+        if args.grads:
+            # fold_in: the batch must not reuse the key that drew the weights
+            data = train.blobs(jax.random.fold_in(jax.random.key(args.seed), 1), args.batch, test_fraction=0.0)
+            grads = jaxnet.grad(params, data.x_train, data.y_train)
+        fig = plot.network(params, grads)
+        folder = os.path.dirname(os.path.abspath(args.out))
+        os.makedirs(folder, exist_ok=True)
+        plot.save(fig, args.out, dpi=args.dpi)
+    except (plot.MissingMatplotlib, train.CheckpointError, ValueError, OSError) as e:
+        print(f"jaxnet draw: {e}", file=sys.stderr)
+        return 1
+    what = f"mean gradient on {args.batch} blob examples" if args.grads else "weights"
+    print(f"wrote {args.out} ({what}; params from {source})")
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="jaxnet", description="Hand-written gradients of a small ReLU classifier.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +198,15 @@ def main(argv=None):
     train.add_argument("--devices", type=int, default=1, help="shard each batch over N devices (on CPU, splits the host into N)")
     train.add_argument("--dp-delta", type=float, default=1e-5, help="DP-SGD: delta for the reported epsilon")
     train.set_defaults(run=_train)
+
+    draw = sub.add_parser("draw", help="draw the net as a diagram: weights, or their gradient with --grads (needs matplotlib)")
+    draw.add_argument("--out", default="network.png", help="image file to write; its suffix picks the format (default network.png)")
+    draw.add_argument("--checkpoint", default=None, metavar="PATH", help="draw the params of a checkpoint written by 'jaxnet train' (default: a fresh init)")
+    draw.add_argument("--seed", type=int, default=0, help="seeds the fresh init and the --grads batch (default 0)")
+    draw.add_argument("--grads", action="store_true", help="draw the mean loss gradient on a batch of blob examples instead of the weights")
+    draw.add_argument("--batch", type=int, default=512, help="examples in the --grads batch (default 512)")
+    draw.add_argument("--dpi", type=int, default=100, help="resolution of a raster image (default 100)")
+    draw.set_defaults(run=_draw)
     args = parser.parse_args(argv)
     return args.run(args)
 

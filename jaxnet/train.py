@@ -149,6 +149,20 @@ def save_checkpoint(path, params, opt_state, step, config):
         raise
 
 
+def _read(path):
+    """Every array of checkpoint ``path``, its config dict and its step."""
+    try:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+        saved = json.loads(str(data["config"]))
+        step = int(data["step"])
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} does not exist") from None
+    except Exception as e:  # zip, npy header, JSON and key errors all mean the same to the user
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a jaxnet checkpoint ({type(e).__name__}: {e})") from None
+    return data, saved, step
+
+
 def load_checkpoint(path, params_like, opt_state_like, config=None):
     """Read a checkpoint written by :func:`save_checkpoint`.
 
@@ -160,15 +174,7 @@ def load_checkpoint(path, params_like, opt_state_like, config=None):
     Raises:
       CheckpointError: the file is missing, corrupt, or does not fit.
     """
-    try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-        saved = json.loads(str(data["config"]))
-        step = int(data["step"])
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} does not exist") from None
-    except Exception as e:  # zip, npy header, JSON and key errors all mean the same to the user
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a jaxnet checkpoint ({type(e).__name__}: {e})") from None
+    data, saved, step = _read(path)
     if config is not None:
         # steps may grow on resume, and the device count does not change the maths
         diff = {k: (saved.get(k), v) for k, v in config.items() if k not in ("steps", "devices") and saved.get(k) != v}
@@ -196,6 +202,32 @@ def load_checkpoint(path, params_like, opt_state_like, config=None):
         return jax.tree.unflatten(treedef, out)
 
     return restore("params", params_like), restore("opt_state", opt_state_like), step, saved
+
+
+def load_params(path):
+    """The params of a checkpoint written by :func:`run` (``jaxnet train``), with no model at hand.
+
+    The expected trees are rebuilt from the layer widths, optimiser and
+    learning rate in the checkpoint's own config, then read as
+    :func:`load_checkpoint` reads them. Returns ``(params, config)``: a tuple
+    of ``Dense(w: (d_in, d_out), b: (d_out,))`` and the run's config dict.
+
+    Raises:
+      CheckpointError: the file is missing or corrupt, its config lacks
+        ``sizes``, ``optimizer`` or ``lr`` (as one saved from Python without
+        them), or its arrays do not fit that config.
+    """
+    _, saved, _ = _read(path)
+    try:
+        sizes = tuple(saved["sizes"])
+        params_like = _params.init(jax.random.key(0), sizes)
+        opt_state_like = optimizer(saved["optimizer"], saved["lr"]).init(params_like)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} has no usable run configuration (sizes, optimizer, lr) ({type(e).__name__}: {e})"
+        ) from None
+    params, _, _, _ = load_checkpoint(path, params_like, opt_state_like)
+    return params, saved
 
 
 # ------------------------------------------------------------------ a whole run
