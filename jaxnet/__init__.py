@@ -8,6 +8,7 @@
 (2, 3)
 """
 
+from jaxnet._backend import backend, get_backend
 from jaxnet._api import forward, grad, loss, per_example_grads, per_example_loss, value_and_grad
 from jaxnet._checks import checked, value_checks
 from jaxnet._dp import ClipStats, add_noise, clipped_mean_grad
@@ -21,10 +22,12 @@ __all__ = [
     "ClipStats",
     "Dense",
     "add_noise",
+    "backend",
     "batch_mesh",
     "checked",
     "clipped_mean_grad",
     "forward",
+    "get_backend",
     "grad",
     "init",
     "loss",

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxnet import _reference
+from jaxnet import _backend, _native, _reference
 from jaxnet._params import Dense
 
 UNROLL_MAX_PARAMS = 160
@@ -253,7 +253,71 @@ def _matrix_value_and_grad(params, x, y, weight):
     return _streamed(lambda xc, yc, wc: _reference.value_and_grad(params, xc, yc, wc, n), x, y, weight)
 
 
-# ------------------------------------------------------------------ dispatch
+# ------------------------------------------------------------------ native CPU kernels
+
+
+def _axis_names(shard):
+    return None if shard is None else shard[1]
+
+
+def _native_sums(params, x, y, weight, with_loss, clip, shard):
+    """Raw sums over the whole batch (and the norms), per shard when the batch is sharded."""
+    args = [params, x, y] + ([] if weight is None else [weight]) + ([] if clip is None else [clip])
+
+    def local(params, x, y, *rest):
+        w = rest[0] if weight is not None else None
+        c = rest[-1] if clip is not None else None
+        sums, norms = _native.sums(params, x, y, w, with_loss, c)
+        return (sums if shard is None else lax.psum(sums, _axis_names(shard))), norms
+
+    in_batch = (False, True, True) + ((True,) if weight is not None else ()) + ((False,) if clip is not None else ())
+    return _backend.per_shard(local, shard, in_batch, (False, True))(*args)
+
+
+def _native_ops(shard):
+    """The native kernels for one layout, each with the pure-JAX twin's derivative and batching rules."""
+
+    def value_and_grad(params, x, y, weight):
+        sums, _ = _native_sums(params, x, y, weight, True, None, shard)
+        sums = sums / _reference.count(x.shape[0], weight)
+        return sums[-1], _unflatten(params, sums)
+
+    def grad(params, x, y, weight):
+        sums, _ = _native_sums(params, x, y, weight, False, None, shard)
+        return _unflatten(params, sums / _reference.count(x.shape[0], weight))
+
+    def per_example(params, x, y, weight):
+        if weight is None:
+            return _backend.per_shard(lambda p, x, y: _native.per_example(p, x, y, None), shard, (False, True, True), True)(params, x, y)
+        return _backend.per_shard(_native.per_example, shard, (False, True, True, True), True)(params, x, y, weight)
+
+    def clipped(params, x, y, l2_norm_clip, weight):
+        sums, norms = _native_sums(params, x, y, weight, False, l2_norm_clip, shard)
+        return _unflatten(params, sums / _reference.count(x.shape[0], weight)), norms
+
+    return {
+        "value_and_grad": _backend.composable(value_and_grad, _xla_value_and_grad),
+        "grad": _backend.composable(grad, _xla_grad),
+        "per_example": _backend.composable(per_example, _xla_per_example_grads),
+        "clipped": _backend.composable(clipped, _xla_clipped_mean_grad),
+    }
+
+
+_NATIVE_OPS = {}
+
+
+def _native_op(name, params, x):
+    """The native op ``name`` if the backend setting and the inputs allow it, else None."""
+    use, shard = _backend.choose(params, x)
+    if not use:
+        return None
+    key = None if shard is None else (shard[0], shard[1])
+    if key not in _NATIVE_OPS:
+        _NATIVE_OPS[key] = _native_ops(shard)
+    return _NATIVE_OPS[key][name]
+
+
+# ------------------------------------------------------------------ pure JAX
 
 
 # Every function takes validated inputs (x: (B, d_in), y: (B,) int or (B, C),
@@ -261,49 +325,79 @@ def _matrix_value_and_grad(params, x, y, weight):
 # over the unmasked examples.
 
 
-def value_and_grad(params, x, y, weight=None):
-    """Mean loss and gradient."""
+def _xla_value_and_grad(params, x, y, weight=None):
     if use_unrolled(params):
         return _unrolled_value_and_grad(params, x, y, weight=weight)
     return _matrix_value_and_grad(params, x, y, weight)
 
 
-def grad(params, x, y, weight=None):
-    """Mean gradient, without the loss."""
+def _xla_grad(params, x, y, weight=None):
     if use_unrolled(params):
         return _unrolled_value_and_grad(params, x, y, with_loss=False, weight=weight)[1]
     return _matrix_value_and_grad(params, x, y, weight)[1]
 
 
-def per_example_grads(params, x, y, weight=None):
-    """Params tree with a leading (B,) axis on every leaf; masked rows are zero."""
+def _xla_per_example_grads(params, x, y, weight=None):
     if use_unrolled(params):
         return _unrolled_per_example(params, x, y, weight)
     return _reference.per_example_grads(params, x, y, weight)
 
 
-def clipped_mean_grad(params, x, y, l2_norm_clip, weight=None):
-    """Mean of clipped per-example gradients, and the (B,) per-example norms."""
+def _xla_clipped_mean_grad(params, x, y, l2_norm_clip, weight=None):
     if use_unrolled(params):
         return _unrolled_clipped(params, x, y, l2_norm_clip, weight)
     return _reference.clipped_mean_grad(params, x, y, l2_norm_clip, weight)
+
+
+# ------------------------------------------------------------------ dispatch
+
+
+def value_and_grad(params, x, y, weight=None):
+    """Mean loss and gradient."""
+    op = _native_op("value_and_grad", params, x) or _xla_value_and_grad
+    return op(params, x, y, weight)
+
+
+def grad(params, x, y, weight=None):
+    """Mean gradient, without the loss."""
+    op = _native_op("grad", params, x) or _xla_grad
+    return op(params, x, y, weight)
+
+
+def per_example_grads(params, x, y, weight=None):
+    """Params tree with a leading (B,) axis on every leaf; masked rows are zero."""
+    op = _native_op("per_example", params, x) or _xla_per_example_grads
+    return op(params, x, y, weight)
+
+
+def clipped_mean_grad(params, x, y, l2_norm_clip, weight=None):
+    """Mean of clipped per-example gradients, and the (B,) per-example norms."""
+    op = _native_op("clipped", params, x)
+    if op is None:
+        return _xla_clipped_mean_grad(params, x, y, l2_norm_clip, weight)
+    return op(params, x, y, jnp.asarray(l2_norm_clip, x.dtype), weight)
 
 
 def per_example_grads_chunked(params, x, y, weight, chunk_size):
     """:func:`per_example_grads` over chunks of ``chunk_size`` examples (``lax.map``).
 
     The outputs are the same; the workspace (each layer's stacked inputs and
-    deltas) is one chunk's instead of the batch's.
+    deltas) is one chunk's instead of the batch's. The native kernel writes
+    every example's gradient straight into the output and has no workspace
+    to bound, so it ignores the chunking.
     """
+    op = _native_op("per_example", params, x)
+    if op is not None:
+        return op(params, x, y, weight)
     batch = x.shape[0]
     steps, rest = divmod(batch, chunk_size)
     if steps <= 1:
-        return per_example_grads(params, x, y, weight)
+        return _xla_per_example_grads(params, x, y, weight)
     main = steps * chunk_size
     fold = lambda a: None if a is None else a[:main].reshape((steps, chunk_size) + a.shape[1:])
-    out = lax.map(lambda c: per_example_grads(params, *c), (fold(x), fold(y), fold(weight)))
+    out = lax.map(lambda c: _xla_per_example_grads(params, *c), (fold(x), fold(y), fold(weight)))
     out = jax.tree.map(lambda a: a.reshape((main,) + a.shape[2:]), out)
     if rest:
-        tail = per_example_grads(params, x[main:], y[main:], None if weight is None else weight[main:])
+        tail = _xla_per_example_grads(params, x[main:], y[main:], None if weight is None else weight[main:])
         out = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), out, tail)
     return out
