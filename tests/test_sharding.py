@@ -4,14 +4,17 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def test_sharded_batches_match_single_device_on_explicit_and_auto_meshes():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+@pytest.mark.parametrize("backend", ["native", "xla"])
+def test_sharded_batches_match_single_device_on_explicit_and_auto_meshes(backend):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", JAXNET_BACKEND=backend)
     out = subprocess.run([sys.executable, os.path.join(HERE, "multidevice", "sharded_check.py")], capture_output=True, text=True, timeout=900, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "sharded OK" in out.stdout
+    assert f"sharded OK ({backend})" in out.stdout
 
 
 def _free_port():
