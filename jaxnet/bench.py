@@ -7,19 +7,22 @@ median time is reported. Compilation is done ahead of time (``lower`` then
 ``block_until_ready``.
 
 Rows, for the mean gradient:
-  - ``jaxnet``: ``jax.jit(jaxnet.grad)``, batch-major ``x`` as users pass it;
-  - ``jaxnet, CPU options``: the same under
+  - ``jaxnet, native``: ``jax.jit(jaxnet.grad)`` under ``jaxnet.backend("native")``,
+    batch-major ``x`` as users pass it (on CPU, when the native kernels are built);
+  - ``jaxnet, xla``: the same under ``jaxnet.backend("xla")``, the pure-JAX kernels;
+  - ``jaxnet, xla + CPU options``: the pure-JAX kernels under
     ``jax.jit(..., compiler_options=jaxnet.CPU_COMPILER_OPTIONS)`` (on CPU);
-  - ``jaxnet, un-jitted``: ``jaxnet.grad`` called as is, validation included;
+  - ``jaxnet, un-jitted``: ``jaxnet.grad`` called as is under the default
+    backend, validation included;
   - ``jax.grad``: ``jax.jit(jax.grad)`` of a plain reference loss (the baseline);
   - ``numpy``: the delta recursion written by hand in NumPy;
   - ``torch``: torch autograd, only if torch is already importable;
   - ``read roofline``: a jitted kernel that only reads x and y.
 for DP-SGD clipping (``dp``; "× autodiff" is then the ratio to the optax path):
-  - ``jaxnet.clipped_mean_grad`` (fused), plain and with the CPU options;
+  - ``jaxnet.clipped_mean_grad`` (fused): native, xla, and xla with the CPU options;
   - ``per_example_grads + optax aggregate``: optax's path, no noise;
-and for per-example gradients the same three ``jaxnet`` rows for
-``jaxnet.per_example_grads``, and:
+and for per-example gradients the same four ``jaxnet`` rows for
+``jaxnet.per_example_grads``, the pure-JAX kernels with ``chunk_size``, and:
   - ``jax.vmap(jax.grad)``: the baseline;
   - ``torch.func``: ``vmap(grad)``, only if torch is importable;
   - ``write roofline``: a jitted kernel that only writes the per-example
@@ -40,9 +43,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnet import _api, _dp, _kernels, _params
+from jaxnet import _api, _backend, _dp, _kernels, _native, _params
 
-MEAN_BATCHES = (2**10, 2**14, 2**17, 2**20, 2**23)
+MEAN_BATCHES = (2**10, 2**14, 2**17, 2**20, 2**22)
 PER_EXAMPLE_BATCHES = (2**10, 2**14, 2**17, 2**20)
 DP_BATCHES = (2**14, 2**20)
 PER_EXAMPLE_CHUNK = 2**16
@@ -183,9 +186,11 @@ class _Method(NamedTuple):
     costs: tuple
 
 
-def _jax_method(name, fn, args, compiler_options=None):
+def _jax_method(name, fn, args, compiler_options=None, backend=None):
+    """``jax.jit(fn)``, compiled ahead of time under ``jaxnet.backend(backend)`` if given."""
     start = time.perf_counter()
-    compiled = jax.jit(fn, compiler_options=compiler_options).lower(*args).compile()
+    with _backend.backend(backend or _backend.get_backend()):
+        compiled = jax.jit(fn, compiler_options=compiler_options).lower(*args).compile()
     compile_s = time.perf_counter() - start
     call = lambda: jax.block_until_ready(compiled(*args))
     return _Method(name, call, compile_s, _xla_costs(compiled))
@@ -241,10 +246,17 @@ def run(
         y = jax.random.randint(ky, (batch,), 0, sizes[-1], jnp.int32)
         args = (params, x, y)
         cpu_options = _kernels.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+        native = jax.default_backend() == "cpu" and _native.available()
+
+        def backends(name, fn):
+            rows = [_jax_method(f"{name}, native", fn, args, backend="native")] if native else []
+            return rows + [
+                _jax_method(f"{name}, xla", fn, args, backend="xla"),
+                _jax_method(f"{name}, xla + CPU options", fn, args, cpu_options, backend="xla"),
+            ]
+
         if task == "mean":
-            methods = [
-                _jax_method("jaxnet", _api.grad, args),
-                _jax_method("jaxnet, CPU options", _api.grad, args, cpu_options),
+            methods = backends("jaxnet", _api.grad) + [
                 _own_jit_method("jaxnet, un-jitted", _api.grad, args),
                 _jax_method("jax.grad", _autodiff_mean, args),
                 _jax_method("read roofline", _read_roofline, args),
@@ -253,18 +265,15 @@ def run(
                 np_args = ([(np.asarray(l.w), np.asarray(l.b)) for l in params], np.asarray(x), np.asarray(y))
                 methods.append(_Method("numpy", lambda a=np_args: _numpy_mean(*a), None, (None,) * 3))
         elif task == "dp":
-            methods = [
-                _jax_method("jaxnet.clipped_mean_grad", _fused_dp, args),
-                _jax_method("jaxnet.clipped_mean_grad, CPU options", _fused_dp, args, cpu_options),
+            methods = backends("jaxnet.clipped_mean_grad", _fused_dp) + [
                 _jax_method("per_example_grads + optax aggregate", _optax_dp, args),
                 _jax_method("read roofline", _read_roofline, args),
             ]
         else:
-            methods = [
-                _jax_method("jaxnet", _api.per_example_grads, args),
-                _jax_method("jaxnet, CPU options", _api.per_example_grads, args, cpu_options),
+            chunked = functools.partial(_api.per_example_grads, chunk_size=PER_EXAMPLE_CHUNK)
+            methods = backends("jaxnet", _api.per_example_grads) + [
                 _own_jit_method("jaxnet, un-jitted", _api.per_example_grads, args),
-                _jax_method(f"jaxnet, chunk_size=2^{PER_EXAMPLE_CHUNK.bit_length() - 1}", functools.partial(_api.per_example_grads, chunk_size=PER_EXAMPLE_CHUNK), args),
+                _jax_method(f"jaxnet, xla, chunk_size=2^{PER_EXAMPLE_CHUNK.bit_length() - 1}", chunked, args, backend="xla"),
                 _jax_method("jax.vmap(jax.grad)", _autodiff_per_example, args),
                 _jax_method("write roofline", _write_roofline, args),
             ]
@@ -315,6 +324,8 @@ def environment():
         "cpu_count": os.cpu_count(),
         "processor": _cpu_model(),
         "python": platform.python_version(),
+        "jaxnet_native": _native.available(),
+        "jaxnet_backend": _backend.get_backend(),
     }
 
 

@@ -172,7 +172,7 @@ def main(argv=None):
     check.set_defaults(run=_check)
 
     bench = sub.add_parser("bench", help="throughput of the batched gradient kernels against baselines")
-    bench.add_argument("--mean-powers", type=int, nargs="+", default=[10, 14, 17, 20, 23], metavar="P", help="mean-gradient batch sizes 2^P (default 10 14 17 20 23)")
+    bench.add_argument("--mean-powers", type=int, nargs="+", default=[10, 14, 17, 20, 22], metavar="P", help="mean-gradient batch sizes 2^P (default 10 14 17 20 22)")
     bench.add_argument("--per-example-powers", type=int, nargs="*", default=[10, 14, 17, 20], metavar="P", help="per-example batch sizes 2^P (default 10 14 17 20)")
     bench.add_argument("--dp-powers", type=int, nargs="*", default=[14, 20], metavar="P", help="DP-SGD clipping batch sizes 2^P (default 14 20)")
     bench.add_argument("--repeats", type=int, default=7, help="timed calls per method and batch size; the median is reported")

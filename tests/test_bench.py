@@ -11,9 +11,9 @@ def test_bench_rows_table_and_json(tmp_path):
     rows = bench.run(jax.random.key(0), mean_batches=(256,), per_example_batches=(128,), dp_batches=(256,), repeats=2, torch_baseline=False)
     methods = {(r.task, r.method) for r in rows}
     for task, names in {
-        "mean": ["jaxnet", "jaxnet, CPU options", "jaxnet, un-jitted", "jax.grad", "read roofline", "numpy"],
-        "per_example": ["jaxnet", "jaxnet, CPU options", "jaxnet, un-jitted", "jaxnet, chunk_size=2^16", "jax.vmap(jax.grad)", "write roofline"],
-        "dp": ["jaxnet.clipped_mean_grad", "per_example_grads + optax aggregate"],
+        "mean": ["jaxnet, native", "jaxnet, xla", "jaxnet, xla + CPU options", "jaxnet, un-jitted", "jax.grad", "read roofline", "numpy"],
+        "per_example": ["jaxnet, native", "jaxnet, xla", "jaxnet, xla + CPU options", "jaxnet, un-jitted", "jaxnet, xla, chunk_size=2^16", "jax.vmap(jax.grad)", "write roofline"],
+        "dp": ["jaxnet.clipped_mean_grad, native", "jaxnet.clipped_mean_grad, xla", "per_example_grads + optax aggregate"],
     }.items():
         for name in names:
             assert (task, name) in methods
@@ -44,5 +44,5 @@ def test_cli_bench_writes_outputs(tmp_path, capsys):
     code = cli.main(["bench", "--mean-powers", "7", "--per-example-powers", "--dp-powers", "--repeats", "1", "--no-numpy", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
-    assert "| mean | jaxnet | 2^7 |" in out
+    assert "| mean | jaxnet, native | 2^7 |" in out and "| mean | jaxnet, xla | 2^7 |" in out
     assert (tmp_path / "bench.json").exists()

