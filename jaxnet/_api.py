@@ -216,12 +216,13 @@ def per_example_grads(params, x, y, *, where=None, chunk_size=None):
     the format ``optax.contrib.differentially_private_aggregate`` takes. For a
     single example ``x`` of shape ``(d_in,)`` there is no leading axis.
 
-    ``chunk_size`` (optional, a positive int) computes the batch in chunks of
-    that many examples with ``lax.map``: the same result, with the workspace
-    of one chunk rather than of the whole batch. It pays off for wide nets
-    only: on the seed net the whole batch's workspace is 4 MiB at 2^20
-    examples, and chunks of 2^16 cost 60% of the throughput (measured on 2
-    CPU cores; the loop writes each chunk's outputs into place).
+    ``chunk_size`` (optional, a positive int) bounds the workspace of the
+    pure-JAX kernels: they compute the batch in chunks of that many examples
+    with ``lax.map``, with the same result. It pays off for wide nets only:
+    on the seed net the whole batch's workspace is 4 MiB at 2^20 examples,
+    and chunks of 2^16 cost 60% of the throughput (2 CPU cores). The native
+    CPU kernels write every example's gradient straight into the output and
+    have no workspace to bound, so they ignore it.
     """
     batch = _validate.batch_of("per_example_grads", params, x, y, where)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
