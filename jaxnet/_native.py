@@ -54,10 +54,25 @@ def _load():
         lib = ctypes.CDLL(path)
         for name in ("jaxnet_sums", "jaxnet_per_example"):
             jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="cpu")
+        _smoke_test()
         _STATE["loaded"] = True
-    except (OSError, AttributeError) as e:
-        _STATE["loaded"], _STATE["error"] = False, f"{path}: {e}" if path else str(e)
+    except Exception as e:  # a missing or stale library must not break jaxnet: it falls back
+        _STATE["loaded"], _STATE["error"] = False, f"{path}: {type(e).__name__}: {e}" if path else str(e)
     return _STATE["loaded"]
+
+
+def _smoke_test():
+    """One tiny call on the CPU device, so that a library built against an
+    incompatible jaxlib (an FFI version it does not accept) shows up here,
+    once, and jaxnet falls back, rather than failing inside a user's jit."""
+    from jaxnet._params import Dense
+
+    with jax.default_device(jax.devices("cpu")[0]), jax.ensure_compile_time_eval():
+        params = tuple(Dense(jnp.zeros((a, b), jnp.float32), jnp.zeros((b,), jnp.float32)) for a, b in ((2, 3), (3, 2), (2, 3)))
+        x, y = jnp.zeros((3, 2), jnp.float32), jnp.zeros((3,), jnp.int32)
+        total = jax.jit(lambda p, x, y: sums(p, x, y, None, True)[0][-1])(params, x, y)
+    if not abs(float(total) - 3 * np.log(3)) < 1e-5:  # zero params: every example's loss is log 3
+        raise RuntimeError(f"the native kernels returned a wrong loss ({float(total)}) on a known input")
 
 
 def available():

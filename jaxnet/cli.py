@@ -12,14 +12,24 @@ def _check(args):
 
     if args.dtype == "float64":
         jax.config.update("jax_enable_x64", True)
-    result = selfcheck.run(jax.random.key(args.seed), args.batch, args.dtype)
-    print(f"device:        {result.device} ({jax.default_backend()})")
-    print(f"batch size:    {result.batch}")
-    print(f"dtype:         {result.dtype}")
-    print(f"max abs error: {result.max_abs_err:.3e}")
-    print(f"max rel error: {result.max_rel_err:.3e}  (tolerance {result.tolerance:.0e}, relative to each leaf's largest entry)")
-    print("PASS" if result.passed else "FAIL")
-    return 0 if result.passed else 1
+    from jaxnet import _backend, _native
+
+    backends = ["xla"]
+    if jax.default_backend() == "cpu" and _native.available():
+        backends.insert(0, "native")
+    passed = True
+    for name in backends:
+        with _backend.backend(name):
+            result = selfcheck.run(jax.random.key(args.seed), args.batch, args.dtype)
+        passed &= result.passed
+        print(f"backend:       {name}")
+        print(f"device:        {result.device} ({jax.default_backend()})")
+        print(f"batch size:    {result.batch}")
+        print(f"dtype:         {result.dtype}")
+        print(f"max abs error: {result.max_abs_err:.3e}")
+        print(f"max rel error: {result.max_rel_err:.3e}  (tolerance {result.tolerance:.0e}, relative to each leaf's largest entry)")
+        print("PASS" if result.passed else "FAIL")
+    return 0 if passed else 1
 
 
 def _progress(total):

@@ -251,3 +251,12 @@ def test_install_without_a_compiler_still_succeeds(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "could not build the native CPU kernels" in out.stdout + out.stderr
     assert not list((tmp_path / "lib").rglob("*.so"))
+
+
+def test_cli_check_compares_every_backend_with_autodiff(capsys):
+    from jaxnet import cli
+
+    assert cli.main(["check", "--batch", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "backend:       native" in out and "backend:       xla" in out
+    assert out.count("PASS") == 2 and "FAIL" not in out
