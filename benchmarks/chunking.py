@@ -12,7 +12,9 @@ calls, medians, compilation excluded, ``block_until_ready``):
 - ``jax.jit(jaxnet.per_example_grads)`` with and without ``chunk_size``,
   under each backend that covers the net.
 
-It prints one line per method: examples/s, the ratio to the unbounded
+As ``jaxnet bench`` does, it first makes glibc keep freed memory
+(:func:`jaxnet.bench.keep_freed_memory`), so that outputs land on warm
+pages; ``--fresh-pages`` leaves the defaults. It prints one line per method: examples/s, the ratio to the unbounded
 method of its group, and XLA's temp buffer.
 """
 
@@ -27,6 +29,7 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 3, 2, 3], help="layer widths (default 2 3 2 3)")
     parser.add_argument("--chunk-power", type=int, default=16, help="per_example_grads chunk_size=2^P (default 16)")
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--fresh-pages", action="store_true", help="leave glibc's malloc at its defaults")
     args = parser.parse_args(argv)
 
     import jax
@@ -35,6 +38,7 @@ def main(argv=None):
     import jaxnet
     from jaxnet import _kernels, _native, _reference, bench
 
+    kept = False if args.fresh_pages else bench.keep_freed_memory()
     n, sizes = 2**args.power, tuple(args.sizes)
     params = jaxnet.init(jax.random.key(0), sizes)
     x = jax.random.normal(jax.random.key(1), (n, sizes[0]), jnp.float32)
@@ -52,7 +56,7 @@ def main(argv=None):
             bench._jax_method(f"per_example_grads, {b}", jaxnet.per_example_grads, xy, backend=b),
             bench._jax_method(f"chunk_size=2^{args.chunk_power}, {b}", chunked, xy, backend=b),
         ]
-    print(f"sizes {'-'.join(map(str, sizes))}, B = 2^{args.power}, {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    print(f"sizes {'-'.join(map(str, sizes))}, B = 2^{args.power}, {jax.devices()[0].device_kind}, jax {jax.__version__}, freed memory {'kept' if kept else 'returned to the OS'}")
     for group, methods in groups.items():
         medians = bench._time_interleaved(methods, args.repeats)
         base = medians[methods[0].name]

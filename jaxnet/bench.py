@@ -4,7 +4,8 @@ Every row of one run sees the same data. For each batch size the methods are
 interleaved, repeat by repeat, so that machine noise hits them alike, and the
 median time is reported. Compilation is done ahead of time (``lower`` then
 ``compile``), timed separately and never counted; every timed call ends in
-``block_until_ready``.
+``block_until_ready``. ``jaxnet bench`` first calls :func:`keep_freed_memory`,
+so that every call's outputs land on warm pages.
 
 Rows, for the mean gradient:
   - ``jaxnet, native``: ``jax.jit(jaxnet.grad)`` under ``jaxnet.backend("native")``,
@@ -29,6 +30,7 @@ and for per-example gradients the same four ``jaxnet`` rows for
     output bytes (every gradient leaf with a leading batch axis).
 """
 
+import ctypes
 import functools
 import json
 import os
@@ -160,6 +162,29 @@ def _torch_methods(torch, params, x, y):
 
 
 # ---------------------------------------------------------------- timing
+
+
+def keep_freed_memory():
+    """Make glibc keep freed memory in the process, so that every call reuses warm pages.
+
+    Per-example rows write 104 bytes per example into new output arrays, so
+    their speed is set by where the allocator puts those arrays. With glibc's
+    defaults, an array above its adaptive mmap threshold (at most 32 MiB) gets
+    fresh pages from the kernel on every call, and each first touch is a page
+    fault; below it, freed memory is reused, unless a free trims it back to
+    the kernel. Which one a call gets depends on what the calls before it
+    allocated, so interleaved rows swung by 2-4x between runs (the write
+    roofline measured 27-112 M/s at 2^20 on 2 cores). Raising both
+    thresholds puts every call in the steady state of a training loop, which
+    reuses the previous step's memory. Returns whether it took effect (False
+    off glibc). Call it once, before timing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
+        return bool(libc.mallopt(m_mmap_threshold, 2**30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    except (OSError, AttributeError):
+        return False
 
 
 def _xla_costs(compiled):

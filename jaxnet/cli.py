@@ -59,7 +59,8 @@ def _bench(args):
     each = tuple(2**p for p in args.per_example_powers)
     dp = tuple(2**p for p in args.dp_powers)
     env = bench.environment()
-    print(f"jax {env['jax']}, jaxlib {env['jaxlib']}, backend {env['backend']}, device {env['device']} x{env['device_count']}, {env['cpu_count']} CPUs ({env['processor']})")
+    env["keep_freed_memory"] = bench.keep_freed_memory() if not args.fresh_pages else False
+    print(f"jax {env['jax']}, jaxlib {env['jaxlib']}, backend {env['backend']}, device {env['device']} x{env['device_count']}, {env['cpu_count']} CPUs ({env['processor']}), freed memory {'kept' if env['keep_freed_memory'] else 'returned to the OS'}")
     step, close = _progress(len(mean) + len(each) + len(dp))
     try:
         rows = bench.run(jax.random.key(args.seed), mean, each, dp, repeats=args.repeats, numpy_baseline=not args.no_numpy, torch_baseline=not args.no_torch, progress=step)
@@ -74,7 +75,7 @@ def _bench(args):
         print(f"  B=2^{batch.bit_length() - 1}: " + ", ".join(f"{name} {t * 1e6:.0f} us" for name, t in times.items()))
     os.makedirs(args.out, exist_ok=True)
     json_path = os.path.join(args.out, "bench.json")
-    bench.write_json(json_path, rows, {"call_overhead_s": {str(b): t for b, t in overhead.items()}})
+    bench.write_json(json_path, rows, {"call_overhead_s": {str(b): t for b, t in overhead.items()}, "keep_freed_memory": env["keep_freed_memory"]})
     print(f"wrote {json_path}")
     png_path = os.path.join(args.out, "bench.png")
     if bench.plot(png_path, rows):
@@ -190,6 +191,7 @@ def main(argv=None):
     bench.add_argument("--no-numpy", action="store_true", help="skip the NumPy baseline")
     bench.add_argument("--no-torch", action="store_true", help="skip the torch baselines even if torch is importable")
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--fresh-pages", action="store_true", help="leave glibc's malloc at its defaults, so large outputs may get fresh pages (page faults) on every call; see bench.keep_freed_memory")
     bench.set_defaults(run=_bench)
 
     from jaxnet.train import OPTIMIZERS, RunConfig

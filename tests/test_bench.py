@@ -1,8 +1,11 @@
 """The benchmark harness runs end to end on tiny batches and reports every row."""
 
 import json
+import subprocess
+import sys
 
 import jax
+import pytest
 
 from jaxnet import bench, cli
 
@@ -41,8 +44,39 @@ def test_numpy_baseline_matches_jaxnet():
 
 
 def test_cli_bench_writes_outputs(tmp_path, capsys):
-    code = cli.main(["bench", "--mean-powers", "7", "--per-example-powers", "--dp-powers", "--repeats", "1", "--no-numpy", "--out", str(tmp_path)])
+    code = cli.main(["bench", "--mean-powers", "7", "--per-example-powers", "--dp-powers", "--repeats", "1", "--no-numpy", "--fresh-pages", "--out", str(tmp_path)])
     assert code == 0
     out = capsys.readouterr().out
     assert "| mean | jaxnet, native | 2^7 |" in out and "| mean | jaxnet, xla | 2^7 |" in out
     assert (tmp_path / "bench.json").exists()
+
+
+_KEEP_FREED = """
+import sys, numpy as np
+from jaxnet import bench
+
+def rss():
+    with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+
+kept = bench.keep_freed_memory() if sys.argv[1] == "keep" else False
+before = rss()
+a = np.ones(2**24)  # 128 MiB, above glibc's largest default mmap threshold
+del a
+print(kept, (rss() - before) / 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc are Linux's")
+def test_keep_freed_memory_keeps_a_freed_array_resident():
+    # With glibc's defaults a freed 128 MiB array goes back to the kernel; the
+    # benchmark's setting keeps it, so the next call reuses warm pages.
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", _KEEP_FREED, mode], capture_output=True, text=True, check=True)
+        kept, grown = out.stdout.split()
+        return kept == "True", float(grown)
+
+    kept, grown = run("keep")
+    default_kept, default_grown = run("default")
+    assert kept and grown > 100, grown
+    assert not default_kept and default_grown < 10, default_grown
