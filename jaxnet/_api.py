@@ -218,11 +218,13 @@ def per_example_grads(params, x, y, *, where=None, chunk_size=None):
 
     ``chunk_size`` (optional, a positive int) bounds the workspace of the
     pure-JAX kernels: they compute the batch in chunks of that many examples
-    with ``lax.map``, with the same result. It pays off for wide nets only:
-    on the seed net the whole batch's workspace is 4 MiB at 2^20 examples,
-    and chunks of 2^16 cost 60% of the throughput (2 CPU cores). The native
-    CPU kernels write every example's gradient straight into the output and
-    have no workspace to bound, so they ignore it.
+    with ``lax.map``, with the same result. It pays off for wide nets, where
+    it costs 2% at 2^20 examples (2-64-3 net, 2 CPU cores). On the seed net
+    the whole batch's workspace is only 4 MiB at 2^20 examples, and on
+    XLA:CPU chunks of 2^16 cost half the throughput (the loop's output
+    writes run on one thread). The native CPU kernels write every example's
+    gradient straight into the output and have no workspace to bound, so
+    they ignore it. ``python benchmarks/chunking.py`` measures both.
     """
     batch = _validate.batch_of("per_example_grads", params, x, y, where)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
