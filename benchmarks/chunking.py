@@ -14,8 +14,9 @@ calls, medians, compilation excluded, ``block_until_ready``):
 
 As ``jaxnet bench`` does, it first makes glibc keep freed memory
 (:func:`jaxnet.bench.keep_freed_memory`), so that outputs land on warm
-pages; ``--fresh-pages`` leaves the defaults. It prints one line per method: examples/s, the ratio to the unbounded
-method of its group, and XLA's temp buffer.
+pages; ``--fresh-pages`` leaves the defaults. It prints one line per
+method: examples/s, the ratio to the unbounded method of its group, and
+XLA's temp buffer.
 """
 
 import argparse
